@@ -1,0 +1,178 @@
+"""Which device a measurement runs on, the lock that keeps one job per GPU, NVML
+readings, and the provenance every shard carries."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import os
+import platform
+import socket
+import subprocess
+from pathlib import Path
+
+import torch
+
+from qbench import __version__
+
+
+class DeviceError(RuntimeError):
+    """The configured device cannot be used here; the message says why."""
+
+
+def resolve_device(requested: str) -> torch.device:
+    """`auto` is CUDA when a GPU is visible, else the CPU; `cuda` without a GPU is an error,
+    never a silent fall-back to the CPU."""
+    if requested == "cpu":
+        return torch.device("cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(
+            "config key device is 'cuda' but torch sees no CUDA GPU "
+            f"(torch {torch.__version__}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); "
+            "use device: auto or device: cpu, or run on a GPU machine"
+        )
+    if requested not in ("auto", "cuda"):
+        raise DeviceError(f"config key device must be auto, cuda or cpu, got {requested!r}")
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def gpu_lock(lock_dir: str | os.PathLike):
+    """Hold an exclusive lock on one visible GPU for the life of the block and yield its
+    index. With `--resources gpu=N` up to N jobs run at once; each takes a free GPU, so
+    two jobs never share one. Blocks until a GPU is free. Locks are per-process flock()s,
+    released by the kernel even when the job is killed."""
+    n = torch.cuda.device_count()
+    lock_dir = Path(lock_dir)
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    # Lock files are named by UUID, so jobs with different CUDA_VISIBLE_DEVICES agree.
+    names = [gpu_uuid(i) or f"index{i}" for i in range(n)]
+    handles = [open(lock_dir / f"{name}.lock", "a+") for name in names]
+    try:
+        while True:
+            for i, fh in enumerate(handles):
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                try:
+                    torch.cuda.set_device(i)
+                    yield i
+                finally:
+                    fcntl.flock(fh, fcntl.LOCK_UN)
+                return
+            # every GPU busy (more jobs than GPUs): wait for the first one
+            fcntl.flock(handles[0], fcntl.LOCK_EX)
+            fcntl.flock(handles[0], fcntl.LOCK_UN)
+    finally:
+        for fh in handles:
+            fh.close()
+
+
+def _nvml():
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return pynvml
+    except Exception:  # no driver, no library: readings are recorded as missing
+        return None
+
+
+def gpu_uuid(index: int) -> str | None:
+    try:
+        return str(torch.cuda.get_device_properties(index).uuid)
+    except Exception:
+        return None
+
+
+class NvmlSampler:
+    """Reads SM clock, memory clock, temperature and power of one GPU. On a CPU, or
+    without NVML, every reading is None."""
+
+    def __init__(self, device: torch.device):
+        self.nvml = _nvml() if device.type == "cuda" else None
+        self.handle = None
+        if self.nvml is not None:
+            uuid = gpu_uuid(device.index if device.index is not None else torch.cuda.current_device())
+            try:
+                self.handle = self.nvml.nvmlDeviceGetHandleByUUID(("GPU-" + uuid) if uuid and not uuid.startswith("GPU-") else uuid)
+            except Exception:
+                try:
+                    self.handle = self.nvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+                except Exception:
+                    self.handle = None
+
+    def max_sm_clock(self) -> float | None:
+        if self.handle is None:
+            return None
+        try:
+            return float(self.nvml.nvmlDeviceGetMaxClockInfo(self.handle, self.nvml.NVML_CLOCK_SM))
+        except Exception:
+            return None
+
+    def read(self) -> dict:
+        out = {"sm_clock_mhz": None, "mem_clock_mhz": None, "temperature_c": None, "power_w": None}
+        if self.handle is None:
+            return out
+        n, h = self.nvml, self.handle
+        for key, fn in (
+            ("sm_clock_mhz", lambda: n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_SM)),
+            ("mem_clock_mhz", lambda: n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_MEM)),
+            ("temperature_c", lambda: n.nvmlDeviceGetTemperature(h, n.NVML_TEMPERATURE_GPU)),
+            ("power_w", lambda: n.nvmlDeviceGetPowerUsage(h) / 1000.0),
+        ):
+            try:
+                out[key] = float(fn())
+            except Exception:
+                pass
+        return out
+
+
+def git_commit(path: str | os.PathLike | None = None) -> str:
+    """The commit of the checkout that ran the code, with '+dirty' if it had changes."""
+    cwd = Path(path) if path else Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        if sha.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, timeout=10
+        )
+        return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def provenance(device: torch.device) -> dict:
+    """Where and with what a shard was measured."""
+    info = {
+        "device": device.type,
+        "gpu_name": None,
+        "gpu_uuid": None,
+        "gpu_index": None,
+        "driver": None,
+        "cuda": torch.version.cuda,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "qbench_version": __version__,
+        "git_commit": git_commit(),
+        "host": socket.gethostname(),
+        "cpu": platform.processor() or platform.machine(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "started_at": _dt.datetime.now(_dt.timezone.utc),
+    }
+    if device.type == "cuda":
+        idx = device.index if device.index is not None else torch.cuda.current_device()
+        info["gpu_index"] = idx
+        info["gpu_name"] = torch.cuda.get_device_name(idx)
+        info["gpu_uuid"] = gpu_uuid(idx)
+        nv = _nvml()
+        if nv is not None:
+            try:
+                d = nv.nvmlSystemGetDriverVersion()
+                info["driver"] = d.decode() if isinstance(d, bytes) else str(d)
+            except Exception:
+                pass
+    return info

@@ -1,0 +1,107 @@
+"""One measurement job: build the model, check it against fp16, time it, return a shard.
+
+The order matters for memory: the fp16 reference output is computed first, then the
+reference model is dropped (or, for 16-bit schemes, reused) before the variant runs.
+A cell that cannot run becomes a one-row shard with status `oom` or `unsupported`;
+anything else unexpected is raised, so the job fails loudly and leaves no shard.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+
+import pyarrow as pa
+import torch
+
+from qbench import schemes
+from qbench.config import CellConfig
+from qbench.device import NvmlSampler, provenance, resolve_device
+from qbench.shards import SCHEMA_VERSION, make_table
+from qbench.timing import time_forward
+from qbench.workloads import build_model, flops_per_forward, make_input
+
+log = logging.getLogger("qbench.measure")
+
+
+def _free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _peak_mem(device: torch.device) -> int | None:
+    return int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
+
+
+def run_cell(cell: CellConfig, device: torch.device | None = None) -> pa.Table:
+    """Measure one (workload, dtype, batch, repeat) and return its shard as a table."""
+    device = device or resolve_device(cell.device)
+    torch.manual_seed(cell.seed)
+    prov = provenance(device)
+    sampler = NvmlSampler(device)
+    wl, dt = cell.workload, cell.dtype
+    base = {
+        "schema_version": SCHEMA_VERSION,
+        "workload": wl.name,
+        "model": wl.model,
+        "dtype": dt.name,
+        "scheme": dt.scheme,
+        "impl": dt.impl,
+        "batch": cell.batch,
+        "rep": cell.rep,
+        "tokens": wl.tokens(cell.batch),
+        "tolerance": cell.tolerance,
+        "flops": flops_per_forward(wl, cell.batch),
+        "warmup": cell.timing.warmup,
+        "max_sm_clock_mhz": sampler.max_sm_clock(),
+        "config_hash": cell.config_hash(),
+        "seed": cell.seed,
+        **prov,
+    }
+
+    def one_row(status: str, detail: str) -> pa.Table:
+        log.warning("cell %s/%s/batch=%s/rep=%s: %s (%s)", wl.name, dt.name, cell.batch, cell.rep, status, detail)
+        return make_table([{**base, "status": status, "status_detail": detail, "peak_mem_bytes": _peak_mem(device)}],
+                          cell.as_dict())  # fmt: skip
+
+    reason = schemes.unsupported_reason(dt.scheme, device)
+    if reason:
+        return one_row("unsupported", reason)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    t0 = time.perf_counter()
+    try:
+        with torch.inference_mode():
+            model = build_model(wl, device, torch.float16, cell.seed)
+            x16 = make_input(wl, cell.batch, device, torch.float16, cell.seed)
+            ref = model(x16)
+            model = schemes.apply_scheme(model, dt.scheme)  # casts, or quantizes the fp16 weights in place
+            x = x16.to(schemes.activation_dtype(dt.scheme))
+            del x16
+            _free(device)
+        if dt.impl == "compile":
+            model = schemes.compile_model(model)
+        with torch.inference_mode():
+            out = model(x)  # compiles, for impl=compile
+            rel_error = schemes.relative_error(out, ref)
+            del out, ref
+        setup_s = time.perf_counter() - t0
+        log.info("setup (build, quantize, first call) %.1f s; relative error %.3g", setup_s, rel_error)
+        samples = time_forward(lambda: model(x), device, cell.timing, sampler.read)
+    except torch.OutOfMemoryError as exc:
+        model = x = None
+        _free(device)
+        return one_row("oom", str(exc).splitlines()[0][:300])
+
+    status = "ok" if rel_error <= cell.tolerance else "inaccurate"
+    detail = None if status == "ok" else f"relative error {rel_error:.3g} > tolerance {cell.tolerance:.3g}"
+    common = {**base, "status": status, "status_detail": detail, "rel_error": rel_error, "setup_s": setup_s,
+              "warmup_s": samples.warmup_s, "peak_mem_bytes": _peak_mem(device)}  # fmt: skip
+    rows = [
+        {**common, "iteration": i, "latency_ms": ms, **reading}
+        for i, (ms, reading) in enumerate(zip(samples.latency_ms, samples.readings))
+    ]
+    return make_table(rows, cell.as_dict())

@@ -1,0 +1,173 @@
+"""How numbers are stored and multiplied: fp16, bf16, and W8A8 in int8 and fp8.
+
+W8A8 here is the SmoothQuant/vLLM recipe without smoothing: weights quantized once,
+symmetric, per output channel; activations quantized at run time, symmetric, per
+token. int8 multiplies through `torch._int_mm` (int32 accumulate), fp8 (e4m3) through
+`torch._scaled_mm` with row-wise scales. Attention and norms stay in 16 bits.
+
+The `eager` implementation writes the quantization as plain torch ops, which is the
+naive path: every step is a separate kernel and a round trip through memory. The
+`compile` implementation hands the same code to torch.compile, which fuses the
+elementwise steps around the GEMM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+SCHEMES = ("fp16", "bf16", "w8a8-int8", "w8a8-fp8")
+IMPLS = ("eager", "compile")
+
+INT8_MAX = 127.0
+FP8_MAX = 448.0  # largest finite float8_e4m3fn
+
+
+@dataclass(frozen=True)
+class DtypeConfig:
+    """One entry under `dtypes:` in the config: the name is the `dtype` wildcard."""
+
+    name: str
+    scheme: str
+    impl: str = "compile"
+    tolerance: float | None = None  # relative error vs the fp16 model; None: the scheme's default
+
+    @classmethod
+    def from_dict(cls, name: str, spec: dict) -> "DtypeConfig":
+        allowed = {"scheme", "impl", "tolerance"}
+        unknown = sorted(set(spec) - allowed)
+        if unknown:
+            raise ValueError(f"dtypes.{name}: unknown keys {unknown}; allowed: {sorted(allowed)}")
+        return cls(name=name, **spec)
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.scheme not in SCHEMES:
+            out.append(f"dtypes.{self.name}.scheme: {self.scheme!r} is not one of {list(SCHEMES)}")
+        if self.impl not in IMPLS:
+            out.append(f"dtypes.{self.name}.impl: {self.impl!r} is not one of {list(IMPLS)}")
+        if self.tolerance is not None and not self.tolerance > 0:
+            out.append(f"dtypes.{self.name}.tolerance: must be > 0, got {self.tolerance}")
+        return out
+
+
+# Relative error (Frobenius norm) of the output against the fp16 model that each scheme
+# is expected to stay under on the default decoder; the config can override per dtype.
+DEFAULT_TOLERANCE = {"fp16": 1e-2, "bf16": 5e-2, "w8a8-int8": 0.1, "w8a8-fp8": 0.15}
+
+
+def activation_dtype(scheme: str) -> torch.dtype:
+    """The 16-bit type the model's non-GEMM parts run in."""
+    return torch.bfloat16 if scheme == "bf16" else torch.float16
+
+
+def unsupported_reason(scheme: str, device: torch.device) -> str | None:
+    """Why this scheme cannot run here, or None. Never silently measure something else."""
+    if scheme == "w8a8-fp8":
+        if not hasattr(torch, "float8_e4m3fn"):
+            return f"torch {torch.__version__} has no float8_e4m3fn"
+        if device.type == "cuda":
+            major, minor = torch.cuda.get_device_capability(device)
+            if (major, minor) < (8, 9):
+                name = torch.cuda.get_device_name(device)
+                return f"fp8 GEMMs need compute capability >= 8.9; {name} has {major}.{minor}"
+    return None
+
+
+def quantize_rows(x: torch.Tensor, qmax: float, qdtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-row quantization: returns (q, scale) with x ~= q * scale."""
+    amax = x.abs().amax(dim=-1, keepdim=True).float().clamp(min=1e-8)
+    scale = amax / qmax
+    q = (x.float() / scale)
+    q = q.round().clamp(-qmax, qmax) if qdtype == torch.int8 else q.clamp(-qmax, qmax)
+    return q.to(qdtype), scale
+
+
+class Int8Linear(nn.Module):
+    """y = (round(x / s_x) @ W_q^T) * s_x * s_w, int8 x int8 -> int32 through `torch._int_mm`."""
+
+    def __init__(self, linear: nn.Linear, out_dtype: torch.dtype):
+        super().__init__()
+        wq, ws = quantize_rows(linear.weight.detach(), INT8_MAX, torch.int8)
+        self.register_buffer("weight_q", wq.contiguous())  # (N, K), used as its transpose
+        self.register_buffer("weight_scale", ws.view(1, -1).contiguous())  # (1, N) fp32
+        self.out_dtype = out_dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        xq, xs = quantize_rows(x2, INT8_MAX, torch.int8)
+        acc = torch._int_mm(xq, self.weight_q.t())
+        y = (acc.float() * xs * self.weight_scale).to(self.out_dtype)
+        return y.reshape(*shape[:-1], -1)
+
+
+class Fp8Linear(nn.Module):
+    """e4m3 x e4m3 through `torch._scaled_mm`, row-wise scales applied in the epilogue."""
+
+    def __init__(self, linear: nn.Linear, out_dtype: torch.dtype):
+        super().__init__()
+        wq, ws = quantize_rows(linear.weight.detach(), FP8_MAX, torch.float8_e4m3fn)
+        self.register_buffer("weight_q", wq.contiguous())
+        self.register_buffer("weight_scale", ws.view(1, -1).contiguous())
+        self.out_dtype = out_dtype
+        # cuBLASLt's row-wise fp8 path has only produced bf16 on some torch versions;
+        # `mm_dtype` is settled once by `probe_fp8_output` and the result cast back.
+        self.mm_dtype = out_dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        xq, xs = quantize_rows(x2, FP8_MAX, torch.float8_e4m3fn)
+        y = torch._scaled_mm(xq, self.weight_q.t(), scale_a=xs, scale_b=self.weight_scale, out_dtype=self.mm_dtype)
+        return y.to(self.out_dtype).reshape(*shape[:-1], -1)
+
+
+def probe_fp8_output(module: Fp8Linear, device: torch.device) -> None:
+    """Pick fp16 output for `_scaled_mm` if this build allows it, else bf16."""
+    k = module.weight_q.shape[1]
+    x = torch.ones(32, k, device=device, dtype=module.out_dtype)
+    try:
+        module(x)
+    except RuntimeError:
+        module.mm_dtype = torch.bfloat16
+        module(x)
+
+
+def apply_scheme(model: nn.Module, scheme: str) -> nn.Module:
+    """Replace every nn.Linear in a 16-bit model by the scheme's layer, in place."""
+    if scheme in ("fp16", "bf16"):
+        return model.to(activation_dtype(scheme))
+    cls = {"w8a8-int8": Int8Linear, "w8a8-fp8": Fp8Linear}[scheme]
+    out_dtype = activation_dtype(scheme)
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear):
+                setattr(parent, name, cls(child, out_dtype))
+    if scheme == "w8a8-fp8":
+        device = next(model.buffers()).device
+        for m in model.modules():
+            if isinstance(m, Fp8Linear):
+                probe_fp8_output(m, device)
+    return model
+
+
+def compile_model(model: nn.Module) -> nn.Module:
+    """Regional compilation: each decoder layer is compiled, and the identical layers
+    share one compiled graph, so a 16-layer model compiles about as fast as one layer."""
+    layers = getattr(model, "layers", None)
+    if layers is not None:
+        for layer in layers:
+            layer.compile(dynamic=False)
+        model.norm.compile(dynamic=False)
+        return model
+    model.compile(dynamic=False)
+    return model
+
+
+def relative_error(y: torch.Tensor, ref: torch.Tensor) -> float:
+    """||y - ref|| / ||ref|| in fp32."""
+    y, ref = y.float(), ref.float()
+    return float(torch.linalg.vector_norm(y - ref) / torch.linalg.vector_norm(ref).clamp(min=1e-30))

@@ -1,0 +1,143 @@
+"""The Parquet shard: one file per measurement job, one row per timed iteration.
+
+A shard describes itself: the cell's keys, each sample with the sensor readings taken
+during it, the cell's status and accuracy, and the provenance of the run. A cell that
+could not be timed (out of memory, unsupported) is one row with a null latency and its
+status, so every job leaves a shard and the report can say what happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "inaccurate", "oom", "unsupported", "error")
+# statuses whose samples are real timings
+TIMED_STATUSES = ("ok", "inaccurate")
+
+SCHEMA = pa.schema(
+    [
+        # the cell
+        pa.field("schema_version", pa.int32(), nullable=False),
+        pa.field("workload", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("dtype", pa.string(), nullable=False),
+        pa.field("scheme", pa.string(), nullable=False),
+        pa.field("impl", pa.string(), nullable=False),
+        pa.field("batch", pa.int64(), nullable=False),
+        pa.field("rep", pa.int64(), nullable=False),
+        pa.field("tokens", pa.int64(), nullable=False),
+        # the sample
+        pa.field("iteration", pa.int64()),
+        pa.field("latency_ms", pa.float64()),
+        pa.field("sm_clock_mhz", pa.float64()),
+        pa.field("mem_clock_mhz", pa.float64()),
+        pa.field("temperature_c", pa.float64()),
+        pa.field("power_w", pa.float64()),
+        # the cell's outcome
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("status_detail", pa.string()),
+        pa.field("rel_error", pa.float64()),
+        pa.field("tolerance", pa.float64()),
+        pa.field("flops", pa.float64()),
+        pa.field("warmup", pa.int64()),
+        pa.field("setup_s", pa.float64()),  # build + quantize + first (compiling) call
+        pa.field("warmup_s", pa.float64()),
+        pa.field("peak_mem_bytes", pa.int64()),
+        pa.field("max_sm_clock_mhz", pa.float64()),
+        # provenance
+        pa.field("device", pa.string(), nullable=False),
+        pa.field("gpu_name", pa.string()),
+        pa.field("gpu_uuid", pa.string()),
+        pa.field("gpu_index", pa.int64()),
+        pa.field("driver", pa.string()),
+        pa.field("cuda", pa.string()),
+        pa.field("torch", pa.string()),
+        pa.field("python", pa.string()),
+        pa.field("qbench_version", pa.string()),
+        pa.field("git_commit", pa.string()),
+        pa.field("config_hash", pa.string(), nullable=False),
+        pa.field("seed", pa.int64(), nullable=False),
+        pa.field("host", pa.string()),
+        pa.field("cpu", pa.string()),
+        pa.field("slurm_job_id", pa.string()),
+        pa.field("started_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+class ShardError(ValueError):
+    """A shard that cannot be trusted; the message names the file and the problem."""
+
+
+def make_table(rows: list[dict], cell_config: dict | None = None) -> pa.Table:
+    """Rows (dicts with the schema's columns) as a table of exactly SCHEMA. The cell's
+    config goes into the file's metadata so the shard can be traced to it."""
+    cols = {f.name: [r.get(f.name) for r in rows] for f in SCHEMA}
+    table = pa.table(cols, schema=SCHEMA)
+    if cell_config is not None:
+        table = table.replace_schema_metadata({b"qbench.cell_config": json.dumps(cell_config, sort_keys=True).encode()})
+    return table
+
+
+def write_shard(table: pa.Table, path: str | os.PathLike) -> None:
+    """Write atomically: a reader (or a killed job) never sees a partial file at `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def validate_table(table: pa.Table, source: str) -> None:
+    """Raise ShardError naming `source` unless `table` holds valid samples of SCHEMA."""
+    missing = [f.name for f in SCHEMA if f.name not in table.column_names]
+    if missing:
+        raise ShardError(f"{source}: missing columns {missing} (not a qbench shard of schema {SCHEMA_VERSION}?)")
+    versions = set(table.column("schema_version").to_pylist())
+    if versions != {SCHEMA_VERSION}:
+        raise ShardError(f"{source}: schema_version {sorted(versions)}, this qbench reads {SCHEMA_VERSION}")
+    for f in SCHEMA:
+        if not table.schema.field(f.name).type.equals(f.type):
+            raise ShardError(f"{source}: column {f.name} has type {table.schema.field(f.name).type}, expected {f.type}")
+    if table.num_rows == 0:
+        raise ShardError(f"{source}: no rows")
+    df = table.select(["status", "latency_ms"]).to_pandas()
+    bad_status = sorted(set(df["status"]) - set(STATUSES))
+    if bad_status:
+        raise ShardError(f"{source}: unknown status {bad_status}; expected one of {list(STATUSES)}")
+    timed = df[df["status"].isin(TIMED_STATUSES)]["latency_ms"]
+    if timed.isna().any():
+        raise ShardError(f"{source}: {int(timed.isna().sum())} timed samples have no latency (NaN)")
+    if (timed <= 0).any():
+        raise ShardError(f"{source}: latencies must be > 0, found {timed[timed <= 0].tolist()[:5]}")
+
+
+def read_shards(paths: list[str | os.PathLike]) -> pd.DataFrame:
+    """Read and validate the given shards into one DataFrame. Each file is checked on
+    its own first, so an error names the file; then pyarrow.dataset reads them all."""
+    if not paths:
+        raise ShardError("no shards to read")
+    for p in paths:
+        try:
+            table = pq.read_table(p)
+        except Exception as exc:  # truncated, not Parquet, unreadable
+            raise ShardError(f"{p}: not a readable Parquet file ({exc.__class__.__name__}: {exc})") from exc
+        validate_table(table, str(p))
+    dataset = ds.dataset([str(p) for p in paths], schema=SCHEMA, format="parquet")
+    return dataset.to_table().to_pandas()

@@ -1,0 +1,32 @@
+"""rule measure: time one cell in this process and write its shard."""
+
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from snakemake.script import snakemake
+
+from qbench.logs import log_to
+
+log_to(snakemake.log[0])
+
+# Inductor's cache is shared by every job of the run: a repeat reuses what the first
+# repeat compiled. Set before torch is imported.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.abspath(snakemake.params.compile_cache))
+
+import torch  # noqa: E402
+
+from qbench.config import CellConfig  # noqa: E402
+from qbench.device import gpu_lock, resolve_device  # noqa: E402
+from qbench.measure import run_cell  # noqa: E402
+from qbench.shards import write_shard  # noqa: E402
+
+cell = CellConfig.from_dict(snakemake.params.cell)
+device = resolve_device(cell.device)
+torch.set_num_threads(max(1, snakemake.threads))
+if device.type == "cuda":
+    with gpu_lock(snakemake.params.lock_dir) as index:
+        table = run_cell(cell, torch.device("cuda", index))
+else:
+    table = run_cell(cell, device)
+write_shard(table, snakemake.output[0])

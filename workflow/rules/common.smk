@@ -1,0 +1,79 @@
+import os
+import re
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+# The rules' scripts import qbench from this checkout, installed or not.
+sys.path.insert(0, str(Path(workflow.basedir)))
+
+from qbench.config import ConfigError, Experiment
+
+
+# Snakemake would deep-merge a --configfile into config/config.yaml, mixing the default's
+# workloads and dtypes into a preset's; a preset is a whole experiment instead.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+try:
+    EXPERIMENT = Experiment.from_config(config)
+except ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
+
+WORKLOADS = list(EXPERIMENT.workloads)
+DTYPES = list(EXPERIMENT.dtypes)
+BATCHES = [str(b) for b in EXPERIMENT.batch_sizes]
+REPS = [str(r) for r in range(EXPERIMENT.repeats)]
+SHARD = "results/shards/{workload}/dtype={dtype}/batch={batch}/rep={rep}.parquet"
+
+
+def _alternatives(values):
+    return "|".join(re.escape(v) for v in values)
+
+
+wildcard_constraints:
+    workload=_alternatives(WORKLOADS),
+    dtype=_alternatives(DTYPES),
+    batch=_alternatives(BATCHES),
+    rep=_alternatives(REPS),
+
+
+def all_shards(wildcards=None):
+    """Every measurement of the sweep; repeats outermost and dtypes innermost, so that
+    a sequential run interleaves dtypes rather than measuring one dtype after another."""
+    return [
+        SHARD.format(workload=w, dtype=d, batch=b, rep=r)
+        for r in REPS
+        for w in WORKLOADS
+        for b in BATCHES
+        for d in DTYPES
+    ]
+
+
+def cell_config(wildcards):
+    """The measurement job's whole input: one cell of the experiment, as a plain dict."""
+    return EXPERIMENT.cell(
+        wildcards.workload, wildcards.dtype, int(wildcards.batch), int(wildcards.rep)
+    ).as_dict()
+
+
+def chart_files(wildcards=None):
+    return expand("results/charts/latency.{ext}", ext=["html", "svg", "png", "json"])
+
+
+def reference_csv(wildcards=None):
+    return [config["reference"]] if config.get("reference") else []
+
+
+def run_command():
+    """The command line that reproduces this run, for the report."""
+    args = ["snakemake", "--cores", "1", "--resources", "gpu=1"]
+    for f in workflow.overwrite_configfiles:
+        args += ["--configfile", os.path.relpath(f)]
+    return " ".join(args)

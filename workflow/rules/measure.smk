@@ -1,0 +1,18 @@
+rule measure:
+    """Time one cell (workload, dtype, batch) in one fresh process: one repeat."""
+    output:
+        SHARD,
+    params:
+        cell=cell_config,
+        lock_dir=".qbench-cache/gpu-locks",
+        compile_cache=".qbench-cache/inductor",
+    resources:
+        gpu=1,
+        runtime=30,
+        mem_mb=16000,
+    conda:
+        "../../envs/measure.yaml"
+    log:
+        "logs/measure/{workload}/dtype={dtype}/batch={batch}/rep={rep}.log",
+    script:
+        "../../scripts/measure.py"
