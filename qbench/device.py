@@ -131,7 +131,10 @@ class NvmlSampler:
 
 
 def git_commit(path: str | os.PathLike | None = None) -> str:
-    """The commit of the checkout that ran the code, with '+dirty' if it had changes."""
+    """The commit of the checkout that ran the code, with '+dirty' if it had changes.
+    QBENCH_GIT_COMMIT overrides it where the code runs from a copy without .git."""
+    if os.environ.get("QBENCH_GIT_COMMIT"):
+        return os.environ["QBENCH_GIT_COMMIT"]
     cwd = Path(path) if path else Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)

@@ -144,7 +144,8 @@ class LlamaDecoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = x.shape[1]
-        if self._rope is None or self._rope[0].shape[0] != t or self._rope[0].device != x.device:
+        rope = self._rope
+        if rope is None or rope[0].shape[0] != t or rope[0].device != x.device or rope[0].dtype != x.dtype:
             self._rope = rotary_tables(t, self.cfg.hidden // self.cfg.heads, self.cfg.rope_theta, x.device, x.dtype)
         cos, sin = self._rope
         for layer in self.layers:

@@ -1,0 +1,68 @@
+"""Smoke benchmark: every scheme and implementation on one cell, in one process.
+
+Prints latency, speedup over fp16, accuracy and setup time per variant; used to check a
+new GPU (or torch) before a full sweep. Not a substitute for the workflow's statistics:
+one process, few iterations.
+
+    python scripts/bench_schemes.py --workload llama-1b --batch 128 [--configfile config/config.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+import torch
+import yaml
+
+from qbench.config import CellConfig
+from qbench.device import resolve_device
+from qbench.measure import run_cell
+from qbench.schemes import IMPLS, SCHEMES, DtypeConfig
+from qbench.timing import TimingConfig
+from qbench.workloads import WorkloadConfig
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--configfile", default="config/config.yaml")
+    ap.add_argument("--workload", default=None, help="a workload name from the config (default: the first)")
+    ap.add_argument("--batch", type=int, nargs="+", default=[128])
+    ap.add_argument("--iterations", type=int, default=10)
+    ap.add_argument("--schemes", nargs="+", default=list(SCHEMES))
+    ap.add_argument("--impls", nargs="+", default=list(IMPLS))
+    ap.add_argument("--json", help="also write the rows as JSON here")
+    args = ap.parse_args()
+    cfg = yaml.safe_load(open(args.configfile))
+    name = args.workload or next(iter(cfg["workloads"]))
+    wl = WorkloadConfig.from_dict(name, cfg["workloads"][name])
+    device = resolve_device(cfg.get("device", "auto"))
+    print(f"device {device} {torch.cuda.get_device_name() if device.type == 'cuda' else ''} torch {torch.__version__}")
+    rows = []
+    for batch in args.batch:
+        base = None
+        for scheme in args.schemes:
+            for impl in args.impls:
+                cell = CellConfig(wl, DtypeConfig(f"{scheme}-{impl}", scheme, impl), batch, 0,
+                                  TimingConfig(warmup=3, iterations=args.iterations), 0, cfg.get("device", "auto"))  # fmt: skip
+                t = run_cell(cell, device).to_pandas()
+                r = t.iloc[0]
+                lat = t["latency_ms"].dropna()
+                mean = statistics.fmean(lat) if len(lat) else float("nan")
+                if scheme == "fp16" and impl == "compile":
+                    base = mean
+                row = {"batch": batch, "scheme": scheme, "impl": impl, "status": r["status"], "mean_ms": mean,
+                       "min_ms": float(lat.min()) if len(lat) else float("nan"), "rel_error": r["rel_error"],
+                       "setup_s": r["setup_s"], "peak_gib": (r["peak_mem_bytes"] or 0) / 2**30,
+                       "tflops": r["flops"] / (mean * 1e-3) / 1e12 if len(lat) else float("nan")}  # fmt: skip
+                row["speedup_vs_fp16_compile"] = base / mean if base else float("nan")
+                rows.append(row)
+                print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+                torch.cuda.empty_cache() if device.type == "cuda" else None
+    if args.json:
+        json.dump(rows, open(args.json, "w"), indent=1, default=str)
+
+
+if __name__ == "__main__":
+    main()
