@@ -12,11 +12,17 @@ sys.path.insert(0, str(Path(workflow.basedir)))
 from qbench.config import ConfigError, Experiment
 
 
+def in_checkout(path):
+    """`path` relative to the working directory if it exists there, else to the checkout,
+    so `--directory elsewhere` still finds the default config and reference figures."""
+    return path if os.path.exists(path) else os.path.join(workflow.basedir, path)
+
+
 # Snakemake would deep-merge a --configfile into config/config.yaml, mixing the default's
 # workloads and dtypes into a preset's; a preset is a whole experiment instead.
 if not workflow.overwrite_configfiles:
 
-    configfile: "config/config.yaml"
+    configfile: in_checkout("config/config.yaml")
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -68,7 +74,7 @@ def chart_files(wildcards=None):
 
 
 def reference_csv(wildcards=None):
-    return [config["reference"]] if config.get("reference") else []
+    return [in_checkout(config["reference"])] if config.get("reference") else []
 
 
 def run_command():

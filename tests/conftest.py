@@ -1,0 +1,39 @@
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+from qbench.workloads import WorkloadConfig  # noqa: E402
+
+TINY_LLAMA = WorkloadConfig(
+    name="tiny", model="llama", seq_len=8, hidden=64, intermediate=128, heads=4, kv_heads=2, layers=2
+)
+TINY_GEMM = WorkloadConfig(name="g", model="gemm", seq_len=4, in_features=64, out_features=48)
+
+
+@pytest.fixture
+def tiny_llama():
+    return TINY_LLAMA
+
+
+def snakemake_exe() -> list[str]:
+    exe = shutil.which("snakemake", path=str(Path(sys.executable).parent))
+    return [exe] if exe else [sys.executable, "-m", "snakemake"]
+
+
+def run_snakemake(args, cwd=REPO, check=True, timeout=900):
+    """Drive Snakemake through its CLI, as users do (its Python API changes between majors)."""
+    proc = subprocess.run(
+        snakemake_exe() + ["--snakefile", str(REPO / "Snakefile")] + list(args),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc

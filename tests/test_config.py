@@ -1,0 +1,54 @@
+import copy
+
+import pytest
+import yaml
+
+from qbench.config import ConfigError, Experiment
+from tests.conftest import REPO
+
+
+def default_config():
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def test_default_and_cpu_configs_parse():
+    for name in ("config.yaml", "cpu.yaml"):
+        exp = Experiment.from_config(yaml.safe_load((REPO / "config" / name).read_text()))
+        assert exp.baseline in exp.dtypes
+
+
+def test_default_is_the_reference_grid():
+    exp = Experiment.from_config(default_config())
+    assert exp.batch_sizes == [128, 256, 512, 1024] and exp.repeats == 5
+    assert {d.scheme for d in exp.dtypes.values()} == {"fp16", "w8a8-int8"}
+    assert all(d.impl == "compile" for d in exp.dtypes.values())
+    (w,) = exp.workloads.values()
+    assert (w.hidden, w.intermediate, w.heads, w.kv_heads, w.layers, w.seq_len) == (2048, 8192, 32, 8, 16, 128)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: c.update(baseline="int4"), "baseline: 'int4' is not among the dtypes"),
+        (lambda c: c.update(batch_sizes=[128, 128]), "batch_sizes: duplicate values [128]"),
+        (lambda c: c.update(batch_sizes=[]), "batch_sizes: at least one"),
+        (lambda c: c.update(repeats=0), "repeats: must be an integer >= 1"),
+        (lambda c: c["dtypes"]["w8a8"].update(scheme="w4a16"), "dtypes.w8a8.scheme: 'w4a16' is not one of"),
+        (lambda c: c["workloads"]["llama-1b"].update(heads=30), "not divisible by heads"),
+    ],
+)
+def test_config_errors_name_the_key(change, message):
+    cfg = copy.deepcopy(default_config())
+    change(cfg)
+    with pytest.raises(ConfigError) as err:
+        Experiment.from_config(cfg)
+    assert message in str(err.value)
+
+
+def test_cell_hash_tracks_what_changes_numbers():
+    exp = Experiment.from_config(default_config())
+    a = exp.cell("llama-1b", "fp16", 128, 0)
+    assert a.config_hash() == exp.cell("llama-1b", "fp16", 128, 3).config_hash()  # repeats share it
+    assert a.config_hash() != exp.cell("llama-1b", "w8a8", 128, 0).config_hash()
+    assert a.config_hash() != exp.cell("llama-1b", "fp16", 256, 0).config_hash()
+    assert type(a).from_dict(a.as_dict()) == a

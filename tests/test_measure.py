@@ -1,0 +1,52 @@
+import dataclasses
+
+import pytest
+import torch
+
+from qbench.config import CellConfig
+from qbench.measure import run_cell
+from qbench.schemes import DtypeConfig
+from qbench.shards import SCHEMA
+from qbench.timing import TimingConfig
+from tests.conftest import TINY_GEMM, TINY_LLAMA
+
+
+def cell(scheme, impl="eager", workload=TINY_LLAMA, tolerance=None, iterations=4):
+    return CellConfig(workload, DtypeConfig("d", scheme, impl, tolerance), 2, 0, TimingConfig(1, iterations), 0, "cpu")
+
+
+@pytest.mark.parametrize("scheme", ["fp16", "bf16", "w8a8-int8", "w8a8-fp8"])
+def test_every_scheme_gives_a_shard(scheme):
+    table = run_cell(cell(scheme))
+    assert table.schema.remove_metadata().equals(SCHEMA)
+    df = table.to_pandas()
+    assert len(df) == 4 and (df["status"] == "ok").all()
+    assert (df["latency_ms"] > 0).all()
+    assert df["iteration"].tolist() == [0, 1, 2, 3]
+    assert df["scheme"].iloc[0] == scheme and df["tokens"].iloc[0] == 2 * TINY_LLAMA.seq_len
+    assert df["device"].iloc[0] == "cpu" and df["torch"].iloc[0] == torch.__version__
+    assert df["rel_error"].iloc[0] < 0.15
+
+
+def test_over_tolerance_is_marked_inaccurate():
+    df = run_cell(cell("w8a8-int8", tolerance=1e-6)).to_pandas()
+    assert (df["status"] == "inaccurate").all()
+    assert "tolerance" in df["status_detail"].iloc[0]
+    assert df["latency_ms"].notna().all()  # still timed, and flagged
+
+
+def test_cuda_without_gpu_is_an_error_not_a_fallback():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    from qbench.device import DeviceError
+
+    with pytest.raises(DeviceError, match="device is 'cuda'"):
+        run_cell(dataclasses.replace(cell("fp16"), device="cuda"))
+
+
+@pytest.mark.slow
+def test_compiled_cell():
+    """torch.compile on the CPU: one small test, since a first compile takes seconds."""
+    df = run_cell(cell("w8a8-int8", impl="compile", workload=TINY_GEMM, iterations=3)).to_pandas()
+    assert (df["status"] == "ok").all() and df["impl"].iloc[0] == "compile"
+    assert df["setup_s"].iloc[0] > 0

@@ -1,0 +1,84 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from qbench.stats import CellEstimate, StatsConfig, hierarchical_bootstrap, summarize, verdict
+
+CFG = StatsConfig(resamples=2000, seed=1)
+
+
+def groups(means, n=20, sd=0.5, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(m, sd, n) for m in means]
+
+
+def test_interval_brackets_the_mean_and_is_reproducible():
+    g = groups([10.0, 10.3, 9.8, 10.1, 9.9])
+    a = CellEstimate.from_samples(g, CFG, np.random.default_rng(0))
+    b = CellEstimate.from_samples(g, CFG, np.random.default_rng(0))
+    assert a.mean_ci == b.mean_ci
+    assert a.mean_ci[0] <= a.mean <= a.mean_ci[1]
+    assert a.median_ci[0] <= a.median <= a.median_ci[1]
+    assert a.n_repeats == 5 and a.n_samples == 100
+
+
+def test_between_repeat_spread_widens_the_interval():
+    """Iterations are not independent replicates: the same samples split into repeats
+    with different means must give a wider interval than repeats that agree."""
+    tight = CellEstimate.from_samples(groups([10, 10, 10, 10, 10]), CFG, np.random.default_rng(0))
+    spread = CellEstimate.from_samples(groups([9, 11, 9.5, 10.5, 10]), CFG, np.random.default_rng(0))
+    assert (spread.mean_ci[1] - spread.mean_ci[0]) > 3 * (tight.mean_ci[1] - tight.mean_ci[0])
+
+
+def test_unequal_repeat_lengths():
+    g = [np.full(5, 1.0), np.full(50, 3.0)]
+    means, medians = hierarchical_bootstrap(g, 4000, np.random.default_rng(0))
+    # the mean of repeat means weights repeats equally: resamples are 1, 2 or 3
+    assert set(np.round(np.unique(means), 6)) <= {1.0, 2.0, 3.0}
+    assert abs(means.mean() - 2.0) < 0.05
+
+
+def test_single_repeat_has_no_interval():
+    est = CellEstimate.from_samples(groups([10.0]), CFG, np.random.default_rng(0))
+    assert np.isnan(est.mean_ci[0]) and est.n_repeats == 1
+
+
+@pytest.mark.parametrize(
+    "point, lo, hi, expected",
+    [(1.2, 1.1, 1.3, "faster"), (0.8, 0.7, 0.9, "slower"), (1.005, 1.001, 1.01, "same"), (1.1, 0.95, 1.2, "same")],
+)
+def test_verdict(point, lo, hi, expected):
+    assert verdict(point, lo, hi, threshold=0.01) == expected
+
+
+def cell_frame(dtype, batch, means, status="ok", n=20, seed=0):
+    rows = []
+    for rep, g in enumerate(groups(means, n=n, seed=seed)):
+        for i, v in enumerate(g):
+            rows.append({"workload": "w", "dtype": dtype, "batch": batch, "rep": rep, "iteration": i, "latency_ms": v,
+                         "status": status, "scheme": dtype, "impl": "eager", "model": "llama", "tokens": batch * 8,
+                         "rel_error": 0.01, "tolerance": 0.1, "gpu_name": None, "device": "cpu", "flops": 1e9,
+                         "status_detail": None})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_summary_speedups_and_failed_cells():
+    df = pd.concat(
+        [
+            cell_frame("fp16", 1, [10, 10.1, 9.9], seed=1),
+            cell_frame("w8a8", 1, [5, 5.05, 4.95], seed=2),
+            cell_frame("fp16", 2, [20, 20.1, 19.9], seed=3),
+            cell_frame("w8a8", 2, [20, 20.1, 19.9], seed=4),
+        ]
+    )
+    oom = cell_frame("w8a8", 4, [1.0], seed=5).iloc[:1].assign(status="oom", latency_ms=np.nan, status_detail="OOM")
+    df = pd.concat([df, cell_frame("fp16", 4, [40, 40, 40], seed=6), oom])
+    s = summarize(df, "fp16", CFG).set_index(["dtype", "batch"])
+    assert len(s) == 6
+    assert (s["ci_low_ms"].dropna() <= s["mean_ms"].dropna()).all()
+    assert s.loc[("w8a8", 1), "verdict"] == "faster"
+    assert 1.9 < s.loc[("w8a8", 1), "speedup"] < 2.1
+    assert s.loc[("w8a8", 1), "speedup_ci_low"] < s.loc[("w8a8", 1), "speedup"] < s.loc[("w8a8", 1), "speedup_ci_high"]
+    assert s.loc[("w8a8", 2), "verdict"] == "same"
+    assert s.loc[("w8a8", 4), "status"] == "oom" and np.isnan(s.loc[("w8a8", 4), "mean_ms"])
+    assert pd.isna(s.loc[("fp16", 1), "speedup"])  # the baseline has no speedup against itself

@@ -1,0 +1,90 @@
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from qbench.shards import SCHEMA, SCHEMA_VERSION, ShardError, make_table, read_shards, validate_table, write_shard
+from qbench.timing import TimingConfig, time_forward
+
+
+def test_time_forward_counts_and_measures():
+    calls = []
+
+    def fn():
+        calls.append(1)
+        time.sleep(0.002)
+
+    s = time_forward(fn, torch.device("cpu"), TimingConfig(warmup=3, iterations=7), read_sensors=lambda: {"x": 1})
+    assert len(calls) == 10
+    assert len(s.latency_ms) == 7 and len(s.readings) == 7
+    assert all(ms >= 2.0 for ms in s.latency_ms)  # the sleep is inside the timed region
+    assert s.warmup_s >= 0.006
+
+
+def row(**kw):
+    base = {
+        "schema_version": SCHEMA_VERSION, "workload": "w", "model": "llama", "dtype": "fp16", "scheme": "fp16",
+        "impl": "eager", "batch": 2, "rep": 0, "tokens": 16, "iteration": 0, "latency_ms": 1.5, "status": "ok",
+        "device": "cpu", "config_hash": "abc", "seed": 0,
+    }  # fmt: skip
+    base.update(kw)
+    return base
+
+
+def test_shard_round_trip_is_atomic(tmp_path):
+    path = tmp_path / "a" / "rep=0.parquet"
+    table = make_table([row(iteration=i, latency_ms=1.0 + i) for i in range(3)], {"batch": 2})
+    write_shard(table, path)
+    assert [p.name for p in path.parent.iterdir()] == ["rep=0.parquet"]  # no temp file left behind
+    back = pq.read_table(path)
+    assert back.schema.remove_metadata().equals(SCHEMA)
+    assert b"qbench.cell_config" in back.schema.metadata
+    df = read_shards([path])
+    assert df["latency_ms"].tolist() == [1.0, 2.0, 3.0]
+
+
+def test_failed_cell_is_one_row_with_status(tmp_path):
+    path = tmp_path / "oom.parquet"
+    write_shard(make_table([row(status="oom", latency_ms=None, iteration=None, status_detail="CUDA out of memory")]), path)
+    df = read_shards([path])
+    assert len(df) == 1 and df["status"][0] == "oom" and df["latency_ms"].isna().all()
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ([row(latency_ms=float("nan"))], "no latency"),
+        ([row(latency_ms=-1.0)], "must be > 0"),
+        ([row(latency_ms=0.0)], "must be > 0"),
+        ([row(status="weird")], "unknown status"),
+        ([row(schema_version=99)], "schema_version"),
+    ],
+)
+def test_bad_shards_are_refused_naming_the_file(tmp_path, rows, message):
+    path = tmp_path / "bad.parquet"
+    write_shard(make_table(rows), path)
+    with pytest.raises(ShardError, match=message) as err:
+        read_shards([path])
+    assert str(path) in str(err.value)
+
+
+def test_truncated_and_foreign_files_are_named(tmp_path):
+    good = tmp_path / "good.parquet"
+    write_shard(make_table([row()]), good)
+    cut = tmp_path / "cut.parquet"
+    cut.write_bytes(good.read_bytes()[:100])
+    with pytest.raises(ShardError, match="cut.parquet: not a readable Parquet file"):
+        read_shards([good, cut])
+    foreign = tmp_path / "foreign.parquet"
+    pq.write_table(pa.table({"a": [1]}), foreign)
+    with pytest.raises(ShardError, match="foreign.parquet: missing columns"):
+        read_shards([foreign])
+
+
+def test_validate_checks_types():
+    table = make_table([row()])
+    table = table.set_column(table.schema.get_field_index("batch"), "batch", pa.array(["2"]))
+    with pytest.raises(ShardError, match="column batch has type string"):
+        validate_table(table, "x")
