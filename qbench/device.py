@@ -10,6 +10,7 @@ import os
 import platform
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import torch
@@ -38,16 +39,20 @@ def resolve_device(requested: str) -> torch.device:
 
 
 @contextlib.contextmanager
-def gpu_lock(lock_dir: str | os.PathLike):
-    """Hold an exclusive lock on one visible GPU for the life of the block and yield its
-    index. With `--resources gpu=N` up to N jobs run at once; each takes a free GPU, so
-    two jobs never share one. Blocks until a GPU is free. Locks are per-process flock()s,
-    released by the kernel even when the job is killed."""
-    n = torch.cuda.device_count()
+def gpu_lock(lock_dir: str | os.PathLike, names: list[str] | None = None, poll_s: float = 0.2):
+    """Hold an exclusive lock on one GPU for the life of the block and yield its index.
+
+    With `--resources gpu=N` up to N jobs run at once; each takes a free GPU, so two
+    jobs never share one. `names` identify the visible GPUs (default: their UUIDs, so
+    jobs with different CUDA_VISIBLE_DEVICES agree on what a lock means). Blocks until a
+    GPU is free. The locks are flock()s, released by the kernel even when a job is killed.
+    """
+    if names is None:
+        names = [gpu_uuid(i) or f"index{i}" for i in range(torch.cuda.device_count())]
+    if not names:
+        raise DeviceError("no GPU to lock: torch sees no CUDA device")
     lock_dir = Path(lock_dir)
     lock_dir.mkdir(parents=True, exist_ok=True)
-    # Lock files are named by UUID, so jobs with different CUDA_VISIBLE_DEVICES agree.
-    names = [gpu_uuid(i) or f"index{i}" for i in range(n)]
     handles = [open(lock_dir / f"{name}.lock", "a+") for name in names]
     try:
         while True:
@@ -57,14 +62,15 @@ def gpu_lock(lock_dir: str | os.PathLike):
                 except BlockingIOError:
                     continue
                 try:
-                    torch.cuda.set_device(i)
+                    fh.seek(0)
+                    fh.truncate()
+                    fh.write(f"{os.getpid()} {socket.gethostname()}\n")
+                    fh.flush()
                     yield i
                 finally:
                     fcntl.flock(fh, fcntl.LOCK_UN)
                 return
-            # every GPU busy (more jobs than GPUs): wait for the first one
-            fcntl.flock(handles[0], fcntl.LOCK_EX)
-            fcntl.flock(handles[0], fcntl.LOCK_UN)
+            time.sleep(poll_s)  # more jobs than GPUs: wait for one to finish
     finally:
         for fh in handles:
             fh.close()
@@ -113,7 +119,8 @@ class NvmlSampler:
             return None
 
     def read(self) -> dict:
-        out = {"sm_clock_mhz": None, "mem_clock_mhz": None, "temperature_c": None, "power_w": None}
+        out = {"sm_clock_mhz": None, "mem_clock_mhz": None, "temperature_c": None, "power_w": None,
+               "clock_event_reasons": None}  # fmt: skip
         if self.handle is None:
             return out
         n, h = self.nvml, self.handle
@@ -127,7 +134,30 @@ class NvmlSampler:
                 out[key] = float(fn())
             except Exception:
                 pass
+        for name in ("nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons"):
+            try:
+                out["clock_event_reasons"] = int(getattr(n, name)(h))
+                break
+            except Exception:
+                continue
         return out
+
+
+# NVML clock-event reasons that mean the GPU is slowed by something other than its normal
+# power management: HW slowdown, SW thermal, HW thermal, HW power brake. The SW power cap
+# (0x4) is left out on purpose: a GEMM-heavy load holds an H100 at its 700 W cap in steady
+# state, so that is the card's real speed, not a disturbance (it is still recorded).
+THROTTLE_REASONS = 0x8 | 0x20 | 0x40 | 0x80
+
+
+def is_throttled(reading: dict, max_sm_clock: float | None, clock_fraction: float) -> bool | None:
+    """A sample to keep out of the statistics: the SM clock under `clock_fraction` of its
+    maximum, or a throttle reason active. None where nothing was read (CPU, no NVML)."""
+    clock, reasons = reading.get("sm_clock_mhz"), reading.get("clock_event_reasons")
+    if clock is None and reasons is None:
+        return None
+    low = clock is not None and max_sm_clock is not None and clock < clock_fraction * max_sm_clock
+    return bool(low or (reasons is not None and reasons & THROTTLE_REASONS))
 
 
 def git_commit(path: str | os.PathLike | None = None) -> str:

@@ -17,7 +17,7 @@ import torch
 
 from qbench import schemes
 from qbench.config import CellConfig
-from qbench.device import NvmlSampler, provenance, resolve_device
+from qbench.device import NvmlSampler, is_throttled, provenance, resolve_device
 from qbench.shards import SCHEMA_VERSION, make_table
 from qbench.timing import time_forward
 from qbench.workloads import build_model, flops_per_forward, make_input
@@ -31,12 +31,18 @@ def _free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _peak_mem(device: torch.device) -> int | None:
-    return int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
+def _peak_mem(device: torch.device) -> dict:
+    if device.type != "cuda":
+        return {}
+    return {
+        "peak_mem_bytes": int(torch.cuda.max_memory_allocated(device)),
+        "peak_reserved_bytes": int(torch.cuda.max_memory_reserved(device)),
+    }
 
 
-def run_cell(cell: CellConfig, device: torch.device | None = None) -> pa.Table:
-    """Measure one (workload, dtype, batch, repeat) and return its shard as a table."""
+def run_cell(cell: CellConfig, device: torch.device | None = None, startup_s: float | None = None) -> pa.Table:
+    """Measure one (workload, dtype, batch, repeat) and return its shard as a table.
+    `startup_s`, the caller's process start-up time, is recorded for the overhead budget."""
     device = device or resolve_device(cell.device)
     torch.manual_seed(cell.seed)
     prov = provenance(device)
@@ -54,17 +60,16 @@ def run_cell(cell: CellConfig, device: torch.device | None = None) -> pa.Table:
         "tokens": wl.tokens(cell.batch),
         "tolerance": cell.tolerance,
         "flops": flops_per_forward(wl, cell.batch),
-        "warmup": cell.timing.warmup,
         "max_sm_clock_mhz": sampler.max_sm_clock(),
         "config_hash": cell.config_hash(),
         "seed": cell.seed,
+        "startup_s": startup_s,
         **prov,
     }
 
     def one_row(status: str, detail: str) -> pa.Table:
         log.warning("cell %s/%s/batch=%s/rep=%s: %s (%s)", wl.name, dt.name, cell.batch, cell.rep, status, detail)
-        return make_table([{**base, "status": status, "status_detail": detail, "peak_mem_bytes": _peak_mem(device)}],
-                          cell.as_dict())  # fmt: skip
+        return make_table([{**base, "status": status, "status_detail": detail, **_peak_mem(device)}], cell.as_dict())
 
     reason = schemes.unsupported_reason(dt.scheme, device)
     if reason:
@@ -84,13 +89,20 @@ def run_cell(cell: CellConfig, device: torch.device | None = None) -> pa.Table:
             _free(device)
         if dt.impl == "compile":
             model = schemes.compile_model(model)
+        t1 = time.perf_counter()
         with torch.inference_mode():
             out = model(x)  # compiles, for impl=compile
             rel_error = schemes.relative_error(out, ref)
             del out, ref
+        compile_s = time.perf_counter() - t1
         setup_s = time.perf_counter() - t0
-        log.info("setup (build, quantize, first call) %.1f s; relative error %.3g", setup_s, rel_error)
+        log.info("setup %.1f s (first call %.1f s); relative error %.3g", setup_s, compile_s, rel_error)
         samples = time_forward(lambda: model(x), device, cell.timing, sampler.read)
+        log.info(
+            "%d samples by %s (%s), stopped on %s; mean %.3f ms",
+            len(samples.latency_ms), samples.method, samples.note or "-", samples.stop_reason,
+            sum(samples.latency_ms) / len(samples.latency_ms),
+        )  # fmt: skip
     except torch.OutOfMemoryError as exc:
         model = x = None
         _free(device)
@@ -99,9 +111,14 @@ def run_cell(cell: CellConfig, device: torch.device | None = None) -> pa.Table:
     status = "ok" if rel_error <= cell.tolerance else "inaccurate"
     detail = None if status == "ok" else f"relative error {rel_error:.3g} > tolerance {cell.tolerance:.3g}"
     common = {**base, "status": status, "status_detail": detail, "rel_error": rel_error, "setup_s": setup_s,
-              "warmup_s": samples.warmup_s, "peak_mem_bytes": _peak_mem(device)}  # fmt: skip
+              "compile_s": compile_s, "warmup_s": samples.warmup_s, "timed_s": samples.timed_s,
+              "warmup_iterations": samples.warmup_iterations, "timing_method": samples.method,
+              "timing_note": samples.note, "stop_reason": samples.stop_reason, "l2": samples.l2,
+              **_peak_mem(device)}  # fmt: skip
+    frac = cell.timing.throttle_clock_fraction
     rows = [
-        {**common, "iteration": i, "latency_ms": ms, **reading}
+        {**common, "iteration": i, "latency_ms": ms, **reading,
+         "throttled": is_throttled(reading, base["max_sm_clock_mhz"], frac)}  # fmt: skip
         for i, (ms, reading) in enumerate(zip(samples.latency_ms, samples.readings))
     ]
     return make_table(rows, cell.as_dict())

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: timing method, stop reason, L2 state, throttling, reserved memory
 STATUSES = ("ok", "inaccurate", "oom", "unsupported", "error")
 # statuses whose samples are real timings
 TIMED_STATUSES = ("ok", "inaccurate")
@@ -42,16 +42,26 @@ SCHEMA = pa.schema(
         pa.field("mem_clock_mhz", pa.float64()),
         pa.field("temperature_c", pa.float64()),
         pa.field("power_w", pa.float64()),
+        pa.field("clock_event_reasons", pa.int64()),  # NVML bitmask read during the sample
+        pa.field("throttled", pa.bool_()),  # kept out of statistics by default
         # the cell's outcome
         pa.field("status", pa.string(), nullable=False),
         pa.field("status_detail", pa.string()),
         pa.field("rel_error", pa.float64()),
         pa.field("tolerance", pa.float64()),
         pa.field("flops", pa.float64()),
-        pa.field("warmup", pa.int64()),
-        pa.field("setup_s", pa.float64()),  # build + quantize + first (compiling) call
+        pa.field("timing_method", pa.string()),  # cuda_graph | cuda_launch | perf_counter
+        pa.field("timing_note", pa.string()),  # why no CUDA graph, when there is none
+        pa.field("stop_reason", pa.string()),  # target_rsd | target_rse | max_time | max_iterations
+        pa.field("l2", pa.string()),  # hot | cold (flushed before each sample)
+        pa.field("warmup_iterations", pa.int64()),
+        pa.field("startup_s", pa.float64()),  # process start to the measurement (interpreter, imports)
+        pa.field("setup_s", pa.float64()),  # build + quantize + reference check, first call included
+        pa.field("compile_s", pa.float64()),  # the first call of the variant (compiles, for impl=compile)
         pa.field("warmup_s", pa.float64()),
+        pa.field("timed_s", pa.float64()),  # wall time of the timed loop
         pa.field("peak_mem_bytes", pa.int64()),
+        pa.field("peak_reserved_bytes", pa.int64()),
         pa.field("max_sm_clock_mhz", pa.float64()),
         # provenance
         pa.field("device", pa.string(), nullable=False),

@@ -1,15 +1,30 @@
-"""The measurement loop: warm-up, then timed forwards, one sample per forward.
+"""The measurement loop, as careful as the harnesses the field trusts (nvbench, triton's
+do_bench, torch.utils.benchmark, pyperf).
 
-On CUDA each forward is bracketed by CUDA events on the current stream, so the number
-is GPU time from the first kernel's start to the last kernel's end; the host waits for
-each forward before the next, so NVML's readings, taken while the forward runs, belong
-to that forward. On the CPU the clock is `time.perf_counter`.
+On CUDA:
+- the forward is captured in a CUDA graph when it allows it, and replays are timed, so
+  no host launch overhead is in the number; if capture fails the loop times eager
+  launches and records why;
+- each sample is bracketed by CUDA events recorded on a side stream, and the host waits
+  for each sample before the next, so NVML's readings (taken while the sample runs)
+  belong to that sample;
+- optionally L2 is flushed before each sample (outside the timed region) for cold-cache
+  numbers.
+Everywhere:
+- warm-up runs until both a count and a time are reached (compilation, autotuning,
+  allocator growth and clock ramp-up stay out);
+- timing stops adaptively: once a minimum count and time are reached, as soon as the
+  samples' relative standard deviation or the mean's relative standard error is under
+  its target, or at a count or time limit; the reason is recorded.
+On the CPU the clock is `time.perf_counter`.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable
 
 import torch
@@ -17,21 +32,88 @@ import torch
 
 @dataclass(frozen=True)
 class TimingConfig:
-    warmup: int = 5
-    iterations: int = 20
+    warmup: int = 10  # at least this many untimed forwards ...
+    warmup_ms: float = 25.0  # ... and at least this much time
+    min_iterations: int = 10
+    max_iterations: int = 1000
+    target_rsd: float = 0.005  # stop when the samples' relative standard deviation is below this,
+    target_rse: float = 0.002  # or the mean's relative standard error is below this
+    min_time_s: float = 0.1  # timed time before stopping is considered
+    max_time_s: float = 6.0  # timed time after which the loop stops regardless
+    cuda_graph: bool = True
+    flush_l2: bool = False  # cold: flush L2 before each sample
+    throttle_clock_fraction: float = 0.75
 
     @classmethod
     def from_dict(cls, spec: dict) -> "TimingConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(spec) - known)
+        if unknown:
+            raise ValueError(f"timing: unknown keys {unknown}; allowed: {sorted(known)}")
         return cls(**spec)
 
 
 @dataclass
 class Samples:
-    """What one timed loop produced: one entry per timed iteration."""
+    """What one timed loop produced: one entry per timed iteration, and how it was made."""
 
     latency_ms: list[float] = field(default_factory=list)
     readings: list[dict] = field(default_factory=list)
+    warmup_iterations: int = 0
     warmup_s: float = 0.0
+    timed_s: float = 0.0  # wall time of the timed loop, host overhead included
+    method: str = "perf_counter"  # cuda_graph | cuda_launch | perf_counter
+    note: str | None = None  # why the graph was not used, when it was not
+    stop_reason: str = ""
+    l2: str = "hot"
+
+
+def stop_reason(latencies: list[float], elapsed_s: float, cfg: TimingConfig) -> str | None:
+    """Why to stop now, or None to go on."""
+    n = len(latencies)
+    if n >= cfg.max_iterations:
+        return "max_iterations"
+    if elapsed_s >= cfg.max_time_s and n >= 2:
+        return "max_time"
+    if n < max(cfg.min_iterations, 2) or elapsed_s < cfg.min_time_s:
+        return None
+    mean = statistics.fmean(latencies)
+    sd = statistics.stdev(latencies)
+    if sd / mean <= cfg.target_rsd:
+        return "target_rsd"
+    if sd / math.sqrt(n) / mean <= cfg.target_rse:
+        return "target_rse"
+    return None
+
+
+class L2Flusher:
+    """Writes a buffer twice the size of L2 so the next sample starts cold."""
+
+    def __init__(self, device: torch.device):
+        size = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 50 * 2**20) or 50 * 2**20
+        self.buf = torch.empty(2 * size // 4, dtype=torch.int32, device=device)
+
+    def __call__(self) -> None:
+        self.buf.zero_()
+
+
+def capture_graph(fn: Callable[[], object], device: torch.device) -> tuple[torch.cuda.CUDAGraph | None, str | None]:
+    """Capture `fn` in a CUDA graph; returns (graph, None) or (None, reason)."""
+    try:
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):  # warm on a side stream, as capture requires
+            fn()
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+        graph.replay()
+        torch.cuda.synchronize(device)
+        return graph, None
+    except Exception as exc:  # any capture failure: fall back to launches, say why
+        torch.cuda.synchronize(device)
+        return None, f"CUDA graph capture failed: {exc.__class__.__name__}: {str(exc).splitlines()[0][:200]}"
 
 
 def _sync(device: torch.device) -> None:
@@ -45,28 +127,54 @@ def time_forward(
     timing: TimingConfig,
     read_sensors: Callable[[], dict] = dict,
 ) -> Samples:
-    """Run `fn` `timing.warmup` times untimed, then `timing.iterations` times timed."""
-    out = Samples()
-    t0 = time.perf_counter()
+    """Warm `fn` up, then time it sample by sample until a stopping rule says enough."""
+    out = Samples(l2="cold" if timing.flush_l2 and device.type == "cuda" else "hot")
+    flush = L2Flusher(device) if out.l2 == "cold" else None
     with torch.inference_mode():
-        for _ in range(timing.warmup):
-            fn()
-        _sync(device)
+        run = fn
+        if device.type == "cuda":
+            out.method = "cuda_launch"
+            if timing.cuda_graph:
+                graph, out.note = capture_graph(fn, device)
+                if graph is not None:
+                    out.method, run = "cuda_graph", graph.replay
+            else:
+                out.note = "CUDA graphs off (timing.cuda_graph: false)"
+        t0 = time.perf_counter()
+        while out.warmup_iterations < timing.warmup or (time.perf_counter() - t0) * 1e3 < timing.warmup_ms:
+            run()
+            out.warmup_iterations += 1
+            _sync(device)
         out.warmup_s = time.perf_counter() - t0
-        for _ in range(timing.iterations):
+
+        stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        timed_gpu_s = 0.0
+        t1 = time.perf_counter()
+        while True:
             if device.type == "cuda":
+                if flush is not None:
+                    flush()
+                stream.wait_stream(torch.cuda.current_stream(device))
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                end.record()
-                reading = read_sensors()  # taken while the GPU is still busy with this forward
+                with torch.cuda.stream(stream):
+                    start.record(stream)
+                    run()
+                    end.record(stream)
+                reading = read_sensors()  # taken while the GPU is still busy with this sample
                 end.synchronize()
+                torch.cuda.current_stream(device).wait_stream(stream)
                 ms = start.elapsed_time(end)
             else:
                 t = time.perf_counter()
-                fn()
+                run()
                 ms = (time.perf_counter() - t) * 1e3
                 reading = read_sensors()
             out.latency_ms.append(float(ms))
             out.readings.append(reading)
+            timed_gpu_s += ms / 1e3
+            reason = stop_reason(out.latency_ms, timed_gpu_s, timing)
+            if reason:
+                out.stop_reason = reason
+                break
+        out.timed_s = time.perf_counter() - t1
     return out

@@ -45,7 +45,7 @@ def main() -> None:
         for scheme in args.schemes:
             for impl in args.impls:
                 cell = CellConfig(wl, DtypeConfig(f"{scheme}-{impl}", scheme, impl), batch, 0,
-                                  TimingConfig(warmup=3, iterations=args.iterations), 0, cfg.get("device", "auto"))  # fmt: skip
+                                  TimingConfig(warmup=3, min_iterations=args.iterations, max_iterations=args.iterations), 0, cfg.get("device", "auto"))  # fmt: skip
                 t = run_cell(cell, device).to_pandas()
                 r = t.iloc[0]
                 lat = t["latency_ms"].dropna()

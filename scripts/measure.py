@@ -1,7 +1,10 @@
 """rule measure: time one cell in this process and write its shard."""
 
 import os
+import time
 from typing import TYPE_CHECKING
+
+import psutil
 
 if TYPE_CHECKING:
     from snakemake.script import snakemake
@@ -21,12 +24,14 @@ from qbench.device import gpu_lock, resolve_device  # noqa: E402
 from qbench.measure import run_cell  # noqa: E402
 from qbench.shards import write_shard  # noqa: E402
 
+# Process start to here: interpreter, Snakemake's script preamble, imports (torch).
+startup_s = time.time() - psutil.Process().create_time()
 cell = CellConfig.from_dict(snakemake.params.cell)
 device = resolve_device(cell.device)
 torch.set_num_threads(max(1, snakemake.threads))
 if device.type == "cuda":
     with gpu_lock(snakemake.params.lock_dir) as index:
-        table = run_cell(cell, torch.device("cuda", index))
+        table = run_cell(cell, torch.device("cuda", index), startup_s)
 else:
-    table = run_cell(cell, device)
+    table = run_cell(cell, device, startup_s)
 write_shard(table, snakemake.output[0])

@@ -12,7 +12,7 @@ from tests.conftest import TINY_GEMM, TINY_LLAMA
 
 
 def cell(scheme, impl="eager", workload=TINY_LLAMA, tolerance=None, iterations=4):
-    return CellConfig(workload, DtypeConfig("d", scheme, impl, tolerance), 2, 0, TimingConfig(1, iterations), 0, "cpu")
+    return CellConfig(workload, DtypeConfig("d", scheme, impl, tolerance), 2, 0, TimingConfig(warmup=1, warmup_ms=0, min_iterations=iterations, max_iterations=iterations), 0, "cpu")
 
 
 @pytest.mark.parametrize("scheme", ["fp16", "bf16", "w8a8-int8", "w8a8-fp8"])

@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from qbench.shards import SCHEMA, SCHEMA_VERSION, ShardError, make_table, read_shards, validate_table, write_shard
-from qbench.timing import TimingConfig, time_forward
+from qbench.timing import TimingConfig, stop_reason, time_forward
+
+
+def fixed(**kw):
+    base = dict(warmup=3, warmup_ms=0, min_iterations=7, max_iterations=7, min_time_s=0)
+    return TimingConfig(**{**base, **kw})
 
 
 def test_time_forward_counts_and_measures():
@@ -16,11 +21,50 @@ def test_time_forward_counts_and_measures():
         calls.append(1)
         time.sleep(0.002)
 
-    s = time_forward(fn, torch.device("cpu"), TimingConfig(warmup=3, iterations=7), read_sensors=lambda: {"x": 1})
+    s = time_forward(fn, torch.device("cpu"), fixed(), read_sensors=lambda: {"x": 1})
     assert len(calls) == 10
     assert len(s.latency_ms) == 7 and len(s.readings) == 7
     assert all(ms >= 2.0 for ms in s.latency_ms)  # the sleep is inside the timed region
-    assert s.warmup_s >= 0.006
+    assert s.warmup_s >= 0.006 and s.warmup_iterations == 3
+    assert s.method == "perf_counter" and s.stop_reason == "max_iterations" and s.l2 == "hot"
+
+
+def test_warmup_runs_until_count_and_time():
+    s = time_forward(lambda: time.sleep(0.001), torch.device("cpu"), fixed(warmup=2, warmup_ms=30))
+    assert s.warmup_iterations >= 10  # 30 ms of ~1 ms calls, far more than the count of 2
+    assert s.warmup_s >= 0.03
+
+
+def test_adaptive_stopping_stops_on_the_target():
+    # a steady 2 ms sleep has an RSD far under 50%: stops right after the minimum
+    s = time_forward(lambda: time.sleep(0.002), torch.device("cpu"),
+                     fixed(min_iterations=5, max_iterations=500, target_rsd=0.5, target_rse=0.0))  # fmt: skip
+    assert s.stop_reason == "target_rsd" and len(s.latency_ms) == 5
+    # an impossible target runs into the time limit instead
+    s = time_forward(lambda: time.sleep(0.002), torch.device("cpu"),
+                     fixed(min_iterations=5, max_iterations=10_000, target_rsd=0.0, target_rse=0.0, max_time_s=0.05))  # fmt: skip
+    assert s.stop_reason == "max_time" and 0.05 <= sum(s.latency_ms) / 1e3 < 0.1
+
+
+@pytest.mark.parametrize(
+    "lat, elapsed, kw, expected",
+    [
+        ([1.0] * 3, 1.0, {}, None),  # under min_iterations
+        ([1.0] * 10, 0.01, {"min_time_s": 0.1}, None),  # under min_time
+        ([1.0, 1.001] * 5, 1.0, {}, "target_rsd"),
+        ([1.0, 1.2] * 50, 1.0, {"target_rsd": 0.01, "target_rse": 0.02}, "target_rse"),
+        ([1.0, 1.2] * 5, 1.0, {"target_rsd": 0.01, "target_rse": 0.001}, None),
+        ([1.0, 1.2] * 5, 7.0, {"target_rsd": 0.01, "target_rse": 0.001, "max_time_s": 6}, "max_time"),
+        ([1.0, 1.2] * 5, 1.0, {"max_iterations": 10}, "max_iterations"),
+    ],
+)
+def test_stop_reason(lat, elapsed, kw, expected):
+    assert stop_reason(lat, elapsed, TimingConfig(**{"min_iterations": 10, "min_time_s": 0.1, **kw})) == expected
+
+
+def test_unknown_timing_key_is_named():
+    with pytest.raises(ValueError, match=r"timing: unknown keys \['iterations'\]"):
+        TimingConfig.from_dict({"iterations": 20})
 
 
 def row(**kw):

@@ -73,7 +73,7 @@ def test_one_shard_per_job_with_the_schema(cpu_run):
         table = pq.read_table(path)
         assert table.schema.remove_metadata().equals(SCHEMA), path
         df = table.to_pandas()
-        assert len(df) == cfg["timing"]["iterations"] and (df["status"] == "ok").all()
+        assert len(df) == cfg["timing"]["max_iterations"] and (df["status"] == "ok").all()
         # the path's keys are the shard's keys
         m = re.search(r"/(\w[\w.-]*)/dtype=(\w+)/batch=(\d+)/rep=(\d+)\.parquet$", str(path))
         assert (df["workload"].iloc[0], df["dtype"].iloc[0], str(df["batch"].iloc[0]), str(df["rep"].iloc[0])) == m.groups()

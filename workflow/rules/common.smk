@@ -62,6 +62,15 @@ def all_shards(wildcards=None):
     ]
 
 
+MEASURE_ORDER = {path: i for i, path in enumerate(all_shards())}
+
+
+def measure_priority(wildcards):
+    """Earlier in `all_shards` runs first: the scheduler then follows the interleaved
+    order (its own choice among equal priorities is arbitrary)."""
+    return len(MEASURE_ORDER) - MEASURE_ORDER.get(SHARD.format(**wildcards), len(MEASURE_ORDER))
+
+
 def cell_config(wildcards):
     """The measurement job's whole input: one cell of the experiment, as a plain dict."""
     return EXPERIMENT.cell(

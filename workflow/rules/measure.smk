@@ -6,6 +6,7 @@ rule measure:
         cell=cell_config,
         lock_dir=".qbench-cache/gpu-locks",
         compile_cache=".qbench-cache/inductor",
+    priority: measure_priority
     resources:
         gpu=1,
         runtime=30,

@@ -1,0 +1,83 @@
+"""Fidelity benchmark: does the harness's number equal the GPU's work?
+
+For a large GEMM and for the default decoder (fp16 and w8a8, compiled) at batch 128 and
+1024, the harness (`qbench.timing.time_forward`, CUDA-graph replays timed with events)
+is run under `torch.profiler`; the mean latency it reports is compared with the sum of
+the kernel times the profiler recorded over the same forwards, divided by their number.
+Goal: within 2%. Needs a CUDA GPU.
+
+    python scripts/bench_fidelity.py [--configfile config/config.yaml] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+import torch
+import yaml
+from torch.profiler import ProfilerActivity, profile
+
+from qbench import schemes
+from qbench.timing import TimingConfig, time_forward
+from qbench.workloads import WorkloadConfig, build_model, make_input
+
+
+def kernel_ms(prof) -> float:
+    """Total device time of all GPU kernels and copies the profiler saw, in ms."""
+    total_us = 0.0
+    for evt in prof.events():
+        if evt.device_type == torch.autograd.DeviceType.CUDA:
+            total_us += evt.device_time
+    return total_us / 1e3
+
+
+def measure(name: str, fn, device, iterations: int) -> dict:
+    timing = TimingConfig(warmup=10, warmup_ms=25, min_iterations=iterations, max_iterations=iterations)
+    time_forward(fn, device, timing)  # warm-up run outside the profiler (compile, capture, clocks)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        s = time_forward(fn, device, TimingConfig(warmup=0, warmup_ms=0, min_iterations=iterations,
+                                                  max_iterations=iterations))  # fmt: skip
+    harness = statistics.fmean(s.latency_ms)
+    kernels = kernel_ms(prof) / iterations
+    row = {"case": name, "method": s.method, "iterations": iterations, "harness_ms": harness,
+           "kernel_sum_ms": kernels, "ratio": harness / kernels, "diff_pct": 100 * (harness / kernels - 1)}  # fmt: skip
+    print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--configfile", default="config/config.yaml")
+    ap.add_argument("--iterations", type=int, default=20)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    device = torch.device("cuda")
+    cfg = yaml.safe_load(open(args.configfile))
+    name, spec = next(iter(cfg["workloads"].items()))
+    wl = WorkloadConfig.from_dict(name, spec)
+    print(f"{torch.cuda.get_device_name()} torch {torch.__version__}", flush=True)
+    rows = []
+    with torch.inference_mode():
+        a = torch.randn(8192, 8192, device=device, dtype=torch.float16)
+        b = torch.randn(8192, 8192, device=device, dtype=torch.float16)
+        rows.append(measure("gemm 8192^3 fp16", lambda: a @ b, device, args.iterations))
+        del a, b
+    for scheme in ("fp16", "w8a8-int8"):
+        for batch in (128, 1024):
+            with torch.inference_mode():
+                model = schemes.apply_scheme(build_model(wl, device, torch.float16, 0), scheme)
+                x = make_input(wl, batch, device, schemes.activation_dtype(scheme), 0)
+            model = schemes.compile_model(model)
+            rows.append(measure(f"{name} {scheme} compile batch {batch}", lambda: model(x), device, args.iterations))
+            del model, x
+            torch.cuda.empty_cache()
+    worst = max(abs(r["diff_pct"]) for r in rows)
+    print(f"worst |harness - kernel sum| = {worst:.2f}% (goal: within 2%)")
+    if args.json:
+        json.dump(rows, open(args.json, "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main()

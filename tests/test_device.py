@@ -1,0 +1,76 @@
+import multiprocessing as mp
+import time
+
+import pytest
+import torch
+
+from qbench.device import DeviceError, gpu_lock, is_throttled, resolve_device
+
+
+def _hold(lock_dir, names, hold_s, queue):
+    with gpu_lock(lock_dir, names, poll_s=0.02) as index:
+        queue.put((index, time.monotonic()))
+        time.sleep(hold_s)
+    queue.put(("released", time.monotonic()))
+
+
+def test_each_job_gets_its_own_gpu_and_a_third_waits(tmp_path):
+    """Three processes, two (named) GPUs: two run at once on different GPUs, the third
+    starts only when one of them has released its GPU."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    names = ["GPU-aaaa", "GPU-bbbb"]
+    procs = [ctx.Process(target=_hold, args=(str(tmp_path), names, 1.5, q)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    first = [q.get(timeout=60), q.get(timeout=60)]
+    assert sorted(i for i, _ in first) == [0, 1]  # never two jobs on one GPU
+    third = ctx.Process(target=_hold, args=(str(tmp_path), names, 0.0, q))
+    third.start()
+    events = [q.get(timeout=60) for _ in range(4)]
+    for p in procs + [third]:
+        p.join(timeout=60)
+    got = [t for i, t in events if i in (0, 1)]
+    released = [t for i, t in events if i == "released"]
+    assert len(got) == 1 and got[0] >= min(released[:2]) - 0.05  # the third waited for a release
+    assert (tmp_path / "GPU-aaaa.lock").exists()
+
+
+def test_lock_is_freed_when_a_job_dies(tmp_path):
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_hold, args=(str(tmp_path), ["g0"], 60, q))
+    p.start()
+    assert q.get(timeout=60)[0] == 0
+    p.kill()
+    p.join()
+    with gpu_lock(tmp_path, ["g0"], poll_s=0.01) as index:  # the kernel dropped the dead job's lock
+        assert index == 0
+
+
+def test_no_gpu_to_lock():
+    with pytest.raises(DeviceError, match="no GPU to lock"):
+        with gpu_lock("/tmp", []):
+            pass
+
+
+@pytest.mark.parametrize(
+    "reading, expected",
+    [
+        ({"sm_clock_mhz": 1900.0, "clock_event_reasons": 0}, False),
+        ({"sm_clock_mhz": 1400.0, "clock_event_reasons": 0x4}, True),  # under 75% of 1980
+        ({"sm_clock_mhz": 1600.0, "clock_event_reasons": 0x4}, False),  # power cap alone: the card's steady state
+        ({"sm_clock_mhz": 1900.0, "clock_event_reasons": 0x40}, True),  # HW thermal slowdown
+        ({"sm_clock_mhz": None, "clock_event_reasons": None}, None),  # nothing read (CPU)
+    ],
+)
+def test_throttled_samples(reading, expected):
+    assert is_throttled(reading, 1980.0, 0.75) == expected
+
+
+def test_cuda_requested_without_gpu():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(DeviceError, match="device is 'cuda' but torch sees no CUDA GPU"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"

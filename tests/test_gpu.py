@@ -1,0 +1,46 @@
+"""GPU-only checks of the harness; run on a CUDA machine (skipped elsewhere)."""
+
+import pytest
+import torch
+
+from qbench.config import CellConfig
+from qbench.measure import run_cell
+from qbench.schemes import DtypeConfig
+from qbench.timing import TimingConfig, time_forward
+from qbench.workloads import WorkloadConfig
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+SMALL = WorkloadConfig(name="s", model="llama", seq_len=64, hidden=512, intermediate=1024, heads=8, kv_heads=2, layers=2)
+
+
+def cfg(**kw):
+    return TimingConfig(**{"warmup": 3, "min_iterations": 10, "max_iterations": 10, **kw})
+
+
+def test_graph_replay_times_the_gpu_work():
+    a = torch.randn(4096, 4096, device="cuda", dtype=torch.float16)
+    s = time_forward(lambda: a @ a, torch.device("cuda"), cfg())
+    assert s.method == "cuda_graph" and s.note is None
+    tflops = 2 * 4096**3 / (min(s.latency_ms) * 1e-3) / 1e12
+    assert 50 < tflops < 2000, tflops  # a real GEMM's rate, not the host's launch time
+
+
+def test_capture_failure_falls_back_with_a_reason():
+    a = torch.randn(256, device="cuda")
+
+    def syncs():
+        return float(a.sum())  # .item()-style host sync: not capturable
+
+    s = time_forward(syncs, torch.device("cuda"), cfg())
+    assert s.method == "cuda_launch" and "capture failed" in s.note
+
+
+@pytest.mark.parametrize("impl", ["eager", "compile"])
+@pytest.mark.parametrize("scheme", ["fp16", "w8a8-int8", "w8a8-fp8"])
+def test_cells_on_gpu(scheme, impl):
+    cell = CellConfig(SMALL, DtypeConfig("d", scheme, impl), 4, 0, cfg(flush_l2=True), 0, "cuda")
+    df = run_cell(cell).to_pandas()
+    assert (df["status"] == "ok").all(), df["status_detail"].iloc[0]
+    assert df["timing_method"].iloc[0] == "cuda_graph", df["timing_note"].iloc[0]
+    assert df["l2"].iloc[0] == "cold" and df["gpu_uuid"].iloc[0]
+    assert df["sm_clock_mhz"].notna().all() and df["peak_reserved_bytes"].iloc[0] > 0
