@@ -40,7 +40,9 @@ def _peak_mem(device: torch.device) -> dict:
     }
 
 
-def run_cell(cell: CellConfig, device: torch.device | None = None, startup_s: float | None = None) -> pa.Table:
+def run_cell(
+    cell: CellConfig, device: torch.device | None = None, startup_s: float | None = None, attempt: int | None = None
+) -> pa.Table:
     """Measure one (workload, dtype, batch, repeat) and return its shard as a table.
     `startup_s`, the caller's process start-up time, is recorded for the overhead budget."""
     device = device or resolve_device(cell.device)
@@ -57,6 +59,7 @@ def run_cell(cell: CellConfig, device: torch.device | None = None, startup_s: fl
         "impl": dt.impl,
         "batch": cell.batch,
         "rep": cell.rep,
+        "attempt": attempt,
         "tokens": wl.tokens(cell.batch),
         "tolerance": cell.tolerance,
         "flops": flops_per_forward(wl, cell.batch),

@@ -34,6 +34,7 @@ SCHEMA = pa.schema(
         pa.field("impl", pa.string(), nullable=False),
         pa.field("batch", pa.int64(), nullable=False),
         pa.field("rep", pa.int64(), nullable=False),
+        pa.field("attempt", pa.int64()),  # Snakemake's attempt number (1 unless retried)
         pa.field("tokens", pa.int64(), nullable=False),
         # the sample
         pa.field("iteration", pa.int64()),

@@ -39,7 +39,7 @@ class TimingConfig:
     target_rsd: float = 0.005  # stop when the samples' relative standard deviation is below this,
     target_rse: float = 0.002  # or the mean's relative standard error is below this
     min_time_s: float = 0.1  # timed time before stopping is considered
-    max_time_s: float = 6.0  # timed time after which the loop stops regardless
+    max_time_s: float = 4.0  # timed time after which the loop stops regardless
     cuda_graph: bool = True
     flush_l2: bool = False  # cold: flush L2 before each sample
     throttle_clock_fraction: float = 0.75

@@ -26,12 +26,13 @@ from qbench.shards import write_shard  # noqa: E402
 
 # Process start to here: interpreter, Snakemake's script preamble, imports (torch).
 startup_s = time.time() - psutil.Process().create_time()
+attempt = int(snakemake.resources.get("qbench_attempt", 1))
 cell = CellConfig.from_dict(snakemake.params.cell)
 device = resolve_device(cell.device)
 torch.set_num_threads(max(1, snakemake.threads))
 if device.type == "cuda":
     with gpu_lock(snakemake.params.lock_dir) as index:
-        table = run_cell(cell, torch.device("cuda", index), startup_s)
+        table = run_cell(cell, torch.device("cuda", index), startup_s, attempt)
 else:
-    table = run_cell(cell, device, startup_s)
+    table = run_cell(cell, device, startup_s, attempt)
 write_shard(table, snakemake.output[0])

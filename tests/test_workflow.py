@@ -79,6 +79,20 @@ def test_one_shard_per_job_with_the_schema(cpu_run):
         assert (df["workload"].iloc[0], df["dtype"].iloc[0], str(df["batch"].iloc[0]), str(df["rep"].iloc[0])) == m.groups()
 
 
+def test_dtypes_interleave(cpu_run):
+    """Measurement jobs run repeat by repeat with dtypes alternating, so drift over the
+    run cannot pose as a dtype effect: the shards' start times show it."""
+    work, _ = cpu_run
+    from qbench.shards import read_shards
+
+    df = read_shards(sorted((work / "results" / "shards").rglob("*.parquet")))
+    order = df.groupby(["rep", "batch", "dtype"])["started_at"].first().sort_values()
+    dtypes = [key[2] for key in order.index]
+    assert dtypes == ["fp16", "w8a8"] * (len(dtypes) // 2)
+    assert [key[0] for key in order.index] == sorted(key[0] for key in order.index)
+    assert (df["attempt"] == 1).all()
+
+
 def test_summary_rows_intervals_and_speedups(cpu_run):
     work, _ = cpu_run
     csv = pd.read_csv(work / "results" / "summary.csv")

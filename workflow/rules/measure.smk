@@ -11,6 +11,8 @@ rule measure:
         gpu=1,
         runtime=30,
         mem_mb=16000,
+        # not a limit: how the script learns its attempt number (scripts get no `attempt`)
+        qbench_attempt=lambda wildcards, attempt: attempt,
     conda:
         "../../envs/measure.yaml"
     log:
