@@ -1,5 +1,7 @@
 rule measure:
-    """Time one cell (workload, dtype, batch) in one fresh process: one repeat."""
+    """Time one cell (workload, dtype, batch) in one fresh process: one repeat. A job that
+    dies (killed, a driver hiccup) is tried again, up to twice; the shard records which
+    attempt measured it."""
     output:
         SHARD,
     params:
@@ -10,6 +12,9 @@ rule measure:
         gpu=1,
         runtime=30,
         mem_mb=16000,
+        # not a limit: the only way a script learns which try it is (no snakemake.attempt)
+        attempt=lambda wildcards, attempt: attempt,
+    retries: 2
     conda:
         "../../envs/measure.yaml"
     log:
