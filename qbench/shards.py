@@ -116,6 +116,8 @@ def with_attempt(table: pa.Table, attempt: int) -> pa.Table:
 def validate_table(table: pa.Table, source: str, expected_hash: str | None = None) -> None:
     """Raise ShardError naming `source` unless `table` holds valid samples of SCHEMA and,
     if `expected_hash` is given, was measured with that cell config."""
+    if table.num_rows == 0:
+        raise ShardError(f"{source}: no rows")
     if "schema_version" in table.column_names:
         versions = set(table.column("schema_version").to_pylist())
         if versions != {SCHEMA_VERSION}:
@@ -129,8 +131,6 @@ def validate_table(table: pa.Table, source: str, expected_hash: str | None = Non
     for f in SCHEMA:
         if not table.schema.field(f.name).type.equals(f.type):
             raise ShardError(f"{source}: column {f.name} has type {table.schema.field(f.name).type}, expected {f.type}")
-    if table.num_rows == 0:
-        raise ShardError(f"{source}: no rows")
     if expected_hash is not None:
         hashes = sorted(set(table.column("config_hash").to_pylist()), key=str)
         if hashes != [expected_hash]:
