@@ -7,6 +7,7 @@ torch.OutOfMemoryError, so the OOM tests raise torch.OutOfMemoryError from the m
 call (unit) or place an `oom` shard made by qbench.shards.make_table (workflow). Bad
 shards are written by the tests. Everything else (kills, retries, locks) is real."""
 
+import base64
 import math
 import os
 import re
@@ -356,14 +357,18 @@ def test_an_interrupted_run_loses_nothing(tmp_path, sig):
         assert proc.returncode == 1 and "Directory cannot be locked" in proc.stdout + proc.stderr
         assert "--unlock" in proc.stdout + proc.stderr
         snakemake(work, cfg_path, "--unlock")
+        # Snakemake marked the killed job's output incomplete when it started the job
+        marker = base64.b64encode(str(killed_shard.relative_to(work)).encode()).decode()
+        assert (work / ".snakemake" / "incomplete" / marker).exists()
         killed_shard.write_bytes(b"PAR1 half a file")  # as a non-atomic writer would leave it
     proc = snakemake(work, cfg_path, "results/summary.csv")
     out = proc.stdout + proc.stderr
     assert jobs_run(out) == {"measure": 2, "aggregate": 1}
     assert mtimes([done]) == before
     check_shard(killed_shard)
-    if sig == signal.SIGKILL:
-        assert "Incomplete output files" in out or "incomplete" in out.lower()
+    if sig == signal.SIGKILL:  # rerun-incomplete (profiles/default) forces the job again
+        (block,) = [b for b in out.split("localrule measure:") if f"output: {killed_shard.relative_to(work)}\n" in b]
+        assert "reason: Forced execution" in block
     summary = pd.read_csv(work / "results" / "summary.csv")
     assert summary["n_repeats"].tolist() == [3]
     assert not list((work / "results").rglob("*.tmp"))
