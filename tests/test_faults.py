@@ -350,6 +350,8 @@ def test_an_interrupted_run_loses_nothing(tmp_path, sig):
     before = mtimes([done])
     assert not (work / "results" / "summary.csv").exists()
     assert not killed_shard.exists()  # written atomically: no partial file at its path
+    if sig == signal.SIGINT:
+        assert "Terminating processes on user request" in open(run.out_path).read()
 
     if sig == signal.SIGKILL:
         # nobody cleaned up: the lock is left, and Snakemake says what to do
