@@ -28,8 +28,8 @@ class ConfigError(ValueError):
     """A user's mistake in the config: one line per problem, each naming the key and what
     is allowed. `source` says where the config came from (a file, the command line)."""
 
-    def __init__(self, problems: list[str], source: str | None = None):
-        self.problems = list(problems)
+    def __init__(self, problems: list[str] | str, source: str | None = None):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
         self.source = source
         super().__init__(format_problems(self.problems, source))
 
