@@ -187,7 +187,8 @@ def collect_shards(
             continue
         good.append(str(p))
     if not good:
-        raise ShardError(f"all {len(paths)} shards are unusable; the first: {skipped[0]['path']}: {skipped[0]['problem']}")
+        first = skipped[0]
+        raise ShardError(f"all {len(paths)} shards are unusable; the first: {first['path']}: {first['problem']}")
     samples = ds.dataset(good, schema=SCHEMA, format="parquet").to_table().to_pandas()
     return samples, pd.DataFrame(skipped, columns=SKIPPED_COLUMNS)
 

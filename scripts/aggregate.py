@@ -24,8 +24,11 @@ try:
 except ShardError as exc:
     # the user's view: one line naming the file and the problem, and what to do
     log.error("%s", exc)
-    log.error("delete the file and run snakemake again to measure it anew, or set config key "
-              "aggregate.on_bad_shard: skip to leave bad shards out (listed in %s)", snakemake.output.skipped)  # fmt: skip
+    log.error(
+        "delete the file and run snakemake again to measure it anew, or set config key "
+        "aggregate.on_bad_shard: skip to leave bad shards out (listed in %s)",
+        snakemake.output.skipped,
+    )
     sys.exit(1)
 for row in skipped.itertuples():
     log.warning("left out %s: %s", row.path, row.problem)

@@ -11,7 +11,8 @@ from tests.conftest import REPO, run_snakemake
 
 pytestmark = pytest.mark.workflow
 CPU = yaml.safe_load((REPO / "config" / "cpu.yaml").read_text())
-TOP_KEYS = "['aggregate', 'baseline', 'batch_sizes', 'device', 'dtypes', 'reference', 'repeats', 'seed', 'stats', 'timing', 'workloads']"
+TOP_KEYS = str(sorted(["aggregate", "baseline", "batch_sizes", "device", "dtypes", "reference", "repeats", "seed",
+                       "stats", "timing", "workloads"]))  # fmt: skip
 
 
 def _set(path, value):
@@ -48,7 +49,10 @@ CASES = {
         _set("dtypes.w8a8.precision", "int8"),
         ["config key dtypes.w8a8.precision: not a known key; allowed: ['impl', 'scheme', 'tolerance']"],
     ),
-    "wrong type (string for integer)": (_set("repeats", "three"), ["config key repeats: must be an integer, got 'three'"]),
+    "wrong type (string for integer)": (
+        _set("repeats", "three"),
+        ["config key repeats: must be an integer, got 'three'"],
+    ),
     "wrong type (scalar for list)": (_set("batch_sizes", 8), ["config key batch_sizes: must be a list, got 8"]),
     "empty list": (_set("batch_sizes", []), ["config key batch_sizes: needs at least 1 item(s), got an empty list"]),
     "empty mapping": (_set("dtypes", {}), ["config key dtypes: needs at least 1 entry, got none"]),
@@ -71,7 +75,8 @@ CASES = {
     ),
     "bad workload name": (
         _rename_workload,
-        ["config key workloads: name 'llama tiny' must start with a letter or digit and hold only letters, digits, _ . -"],
+        ["config key workloads: name 'llama tiny' must start with a letter or digit and hold only letters, "
+         "digits, _ . -"],
     ),
     "baseline not among dtypes": (
         _set("baseline", "int4"),
@@ -94,7 +99,8 @@ CASES = {
     ),
     "two mistakes, two lines": (
         lambda c: (_set("repeats", 0)(c), _set("batch_sizes", [2, 2])(c)),
-        ["config key batch_sizes: duplicate values [2]; give each value once", "config key repeats: must be >= 1, got 0"],
+        ["config key batch_sizes: duplicate values [2]; give each value once",
+         "config key repeats: must be >= 1, got 0"],
     ),
 }
 

@@ -26,7 +26,17 @@ from snakemake.utils import validate
 
 import qbench.measure
 from qbench.config import Experiment
-from qbench.shards import SCHEMA, SCHEMA_VERSION, ShardError, check_shard, collect_shards, make_table, validate_table, with_attempt, write_shard
+from qbench.shards import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    ShardError,
+    check_shard,
+    collect_shards,
+    make_table,
+    validate_table,
+    with_attempt,
+    write_shard,
+)
 from tests.conftest import REPO, run_snakemake, snakemake_exe
 
 SCHEMA_FILE = REPO / "workflow" / "schemas" / "config.schema.yaml"

@@ -84,7 +84,8 @@ def expected_hashes(wildcards=None):
         for w in WORKLOADS:
             for b in BATCHES:
                 for d in DTYPES:
-                    out[SHARD.format(workload=w, dtype=d, batch=b, rep=r)] = EXPERIMENT.cell(w, d, int(b), int(r)).config_hash()
+                    cell = EXPERIMENT.cell(w, d, int(b), int(r))
+                    out[SHARD.format(workload=w, dtype=d, batch=b, rep=r)] = cell.config_hash()
     return out
 
 
