@@ -1,8 +1,9 @@
 """The experiment as the workflow hands it to the library: typed, checked, hashable.
 
-The JSON schema (workflow/schemas/config.schema.yaml) checks types and fills defaults;
-`Experiment.from_config` checks what a schema cannot (a baseline among the dtypes,
-heads that divide the hidden size) and turns the dict into small dataclasses.
+The JSON schema (workflow/schemas/config.schema.yaml, checked by qbench.config_schema)
+checks types and fills defaults; `Experiment.from_config` checks what a schema cannot (a
+baseline among the dtypes, heads that divide the hidden size) and turns the dict into
+small dataclasses. Both report every mistake as `config key <path>: <problem>`.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
+from qbench.config_schema import ConfigError
 from qbench.schemes import DEFAULT_TOLERANCE, DtypeConfig
 from qbench.stats import StatsConfig
 from qbench.timing import TimingConfig
 from qbench.workloads import WorkloadConfig
 
 
-class ConfigError(ValueError):
-    """A user's mistake in the config; the message names the key and what is allowed."""
+__all__ = ["CellConfig", "ConfigError", "Experiment"]
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ class Experiment:
         if not isinstance(repeats, int) or repeats < 1:
             problems.append(f"repeats: must be an integer >= 1, got {repeats!r}")
         if problems:
-            raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+            raise ConfigError([f"config key {p}" for p in problems])
         return cls(
             workloads=workloads,
             dtypes=dtypes,

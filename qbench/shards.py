@@ -13,6 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -115,19 +116,38 @@ def write_shard(table: pa.Table, path: str | os.PathLike) -> None:
         raise
 
 
-def validate_table(table: pa.Table, source: str) -> None:
-    """Raise ShardError naming `source` unless `table` holds valid samples of SCHEMA."""
+def with_attempt(table: pa.Table, attempt: int) -> pa.Table:
+    """The same shard with its `attempt` column set (which try of the job measured it)."""
+    i = table.schema.get_field_index("attempt")
+    column = pa.array([attempt] * table.num_rows, pa.int64())
+    return table.set_column(i, SCHEMA.field("attempt"), column).replace_schema_metadata(table.schema.metadata)
+
+
+def validate_table(table: pa.Table, source: str, expected_hash: str | None = None) -> None:
+    """Raise ShardError naming `source` unless `table` holds valid samples of SCHEMA and,
+    if `expected_hash` is given, was measured with that cell config."""
+    if table.num_rows == 0:
+        raise ShardError(f"{source}: no rows")
+    if "schema_version" in table.column_names:
+        versions = set(table.column("schema_version").to_pylist())
+        if versions != {SCHEMA_VERSION}:
+            raise ShardError(
+                f"{source}: schema_version {sorted(versions, key=str)}, this qbench reads {SCHEMA_VERSION} "
+                "(written by another qbench version)"
+            )
     missing = [f.name for f in SCHEMA if f.name not in table.column_names]
     if missing:
         raise ShardError(f"{source}: missing columns {missing} (not a qbench shard of schema {SCHEMA_VERSION}?)")
-    versions = set(table.column("schema_version").to_pylist())
-    if versions != {SCHEMA_VERSION}:
-        raise ShardError(f"{source}: schema_version {sorted(versions)}, this qbench reads {SCHEMA_VERSION}")
     for f in SCHEMA:
         if not table.schema.field(f.name).type.equals(f.type):
             raise ShardError(f"{source}: column {f.name} has type {table.schema.field(f.name).type}, expected {f.type}")
-    if table.num_rows == 0:
-        raise ShardError(f"{source}: no rows")
+    if expected_hash is not None:
+        hashes = sorted(set(table.column("config_hash").to_pylist()), key=str)
+        if hashes != [expected_hash]:
+            raise ShardError(
+                f"{source}: config_hash {hashes[0] if len(hashes) == 1 else hashes} differs from this run's "
+                f"{expected_hash} (measured with another config)"
+            )
     df = table.select(["status", "latency_ms"]).to_pandas()
     bad_status = sorted(set(df["status"]) - set(STATUSES))
     if bad_status:
@@ -135,20 +155,55 @@ def validate_table(table: pa.Table, source: str) -> None:
     timed = df[df["status"].isin(TIMED_STATUSES)]["latency_ms"]
     if timed.isna().any():
         raise ShardError(f"{source}: {int(timed.isna().sum())} timed samples have no latency (NaN)")
+    if not np.isfinite(timed).all():
+        raise ShardError(f"{source}: latencies must be finite, found {timed[~np.isfinite(timed)].tolist()[:5]}")
     if (timed <= 0).any():
         raise ShardError(f"{source}: latencies must be > 0, found {timed[timed <= 0].tolist()[:5]}")
 
 
-def read_shards(paths: list[str | os.PathLike]) -> pd.DataFrame:
-    """Read and validate the given shards into one DataFrame. Each file is checked on
-    its own first, so an error names the file; then pyarrow.dataset reads them all."""
+def check_shard(path: str | os.PathLike, expected_hash: str | None = None) -> None:
+    """Raise ShardError naming `path` unless it is a readable, valid shard (of that config)."""
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # truncated, not Parquet, unreadable
+        raise ShardError(f"{path}: not a readable Parquet file ({exc.__class__.__name__}: {exc})") from exc
+    validate_table(table, str(path), expected_hash)
+
+
+SKIPPED_COLUMNS = ["path", "problem"]
+
+
+def collect_shards(
+    paths: list[str | os.PathLike], expected_hashes: dict[str, str] | None = None, on_bad_shard: str = "stop"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Check every shard, then read the good ones into one DataFrame with pyarrow.dataset.
+
+    `expected_hashes` maps a path to the config hash its cell has in this run.
+    `on_bad_shard="stop"` raises the first ShardError; `"skip"` leaves bad files out and
+    returns them, with the reason, as the second frame (columns SKIPPED_COLUMNS)."""
+    if on_bad_shard not in ("stop", "skip"):
+        raise ValueError(f"on_bad_shard must be stop or skip, got {on_bad_shard!r}")
     if not paths:
         raise ShardError("no shards to read")
+    expected_hashes = expected_hashes or {}
+    good, skipped = [], []
     for p in paths:
         try:
-            table = pq.read_table(p)
-        except Exception as exc:  # truncated, not Parquet, unreadable
-            raise ShardError(f"{p}: not a readable Parquet file ({exc.__class__.__name__}: {exc})") from exc
-        validate_table(table, str(p))
-    dataset = ds.dataset([str(p) for p in paths], schema=SCHEMA, format="parquet")
-    return dataset.to_table().to_pandas()
+            check_shard(p, expected_hashes.get(str(p)))
+        except ShardError as exc:
+            if on_bad_shard == "stop":
+                raise
+            skipped.append({"path": str(p), "problem": str(exc).removeprefix(f"{p}: ")})
+            continue
+        good.append(str(p))
+    if not good:
+        first = skipped[0]
+        raise ShardError(f"all {len(paths)} shards are unusable; the first: {first['path']}: {first['problem']}")
+    samples = ds.dataset(good, schema=SCHEMA, format="parquet").to_table().to_pandas()
+    return samples, pd.DataFrame(skipped, columns=SKIPPED_COLUMNS)
+
+
+def read_shards(paths: list[str | os.PathLike]) -> pd.DataFrame:
+    """Read and validate the given shards into one DataFrame; the first bad one raises
+    ShardError naming the file."""
+    return collect_shards(paths)[0]

@@ -17,18 +17,27 @@ log_to(snakemake.log[0])
 # repeat compiled. Set before torch is imported.
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.abspath(snakemake.params.compile_cache))
 
+import logging  # noqa: E402
+import sys  # noqa: E402
+
 import torch  # noqa: E402
 
 from qbench.config import CellConfig  # noqa: E402
-from qbench.device import gpu_lock, resolve_device  # noqa: E402
+from qbench.device import DeviceError, gpu_lock, resolve_device  # noqa: E402
 from qbench.measure import run_cell  # noqa: E402
 from qbench.shards import write_shard  # noqa: E402
 
 # Process start to here: interpreter, Snakemake's script preamble, imports (torch).
 startup_s = time.time() - psutil.Process().create_time()
 attempt = int(snakemake.resources.get("qbench_attempt", 1))
+log = logging.getLogger("qbench.measure")
+log.info("attempt %d", attempt)
 cell = CellConfig.from_dict(snakemake.params.cell)
-device = resolve_device(cell.device)
+try:
+    device = resolve_device(cell.device)
+except DeviceError as exc:
+    log.error("%s", exc)  # the user's mistake: one line, no traceback
+    sys.exit(1)
 torch.set_num_threads(max(1, snakemake.threads))
 if device.type == "cuda":
     with gpu_lock(snakemake.params.lock_dir) as index:

@@ -17,7 +17,9 @@ from qbench.report import render_report  # noqa: E402
 from qbench.shards import read_shards  # noqa: E402
 
 summary = pd.read_parquet(snakemake.input.summary)
-samples = read_shards(list(snakemake.input.shards))
+# the shards aggregate left out (aggregate.on_bad_shard: skip) are left out here too
+skipped = pd.read_csv(snakemake.input.skipped)
+samples = read_shards([p for p in snakemake.input.shards if p not in set(skipped["path"])])
 reference = pd.read_csv(snakemake.input.reference[0]) if snakemake.input.reference else None
 html = render_report(
     summary,

@@ -3,7 +3,8 @@ localrules:
 
 
 rule aggregate:
-    """Validate every shard and reduce them to one row per (workload, dtype, batch)."""
+    """Validate every shard and reduce them to one row per (workload, dtype, batch).
+    A bad shard stops it, or with aggregate.on_bad_shard: skip is left out and listed."""
     input:
         all_shards,
     output:
@@ -14,9 +15,12 @@ rule aggregate:
             category="Results",
             labels={"table": "summary"},
         ),
+        skipped="results/skipped_shards.csv",
     params:
         baseline=config["baseline"],
         stats=config["stats"],
+        expected_hashes=expected_hashes,
+        on_bad_shard=config["aggregate"]["on_bad_shard"],
     conda:
         "../../envs/analysis.yaml"
     log:

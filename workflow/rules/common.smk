@@ -3,13 +3,12 @@ import re
 import sys
 from pathlib import Path
 
-from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 # The rules' scripts import qbench from this checkout, installed or not.
 sys.path.insert(0, str(Path(workflow.basedir)))
 
-from qbench.config import ConfigError, Experiment
+from qbench.config_schema import ConfigError, check_config
 
 
 def in_checkout(path):
@@ -25,12 +24,27 @@ if not workflow.overwrite_configfiles:
     configfile: in_checkout("config/config.yaml")
 
 
-validate(config, schema="../schemas/config.schema.yaml")
+def config_source():
+    """Where this config came from, for error messages: the file(s) as the user knows them."""
+    files = workflow.overwrite_configfiles or [in_checkout("config/config.yaml")]
+    shown = [os.path.relpath(f) if not os.path.relpath(f).startswith("..") else str(f) for f in files]
+    return ", ".join(shown) + (" and --config" if workflow.config_settings.config else "")
 
+
+# A user's mistake is one short line per wrong key, before any job runs. The schema is
+# checked here first (Snakemake's own validate prints the whole sub-schema), then
+# Snakemake's validate only fills the defaults. The schema check does not import torch,
+# so most mistakes are reported in a second. SystemExit, not WorkflowError: Snakemake
+# prints a WorkflowError raised here with a "File common.smk, line N" trace pointing at
+# this code rather than at the user's config; SystemExit prints the message alone.
 try:
+    check_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml", config_source())
+    validate(config, schema="../schemas/config.schema.yaml")
+    from qbench.config import Experiment
+
     EXPERIMENT = Experiment.from_config(config)
 except ConfigError as exc:
-    raise WorkflowError(str(exc)) from None
+    raise SystemExit(str(ConfigError(exc.problems, config_source())))
 
 WORKLOADS = list(EXPERIMENT.workloads)
 DTYPES = list(EXPERIMENT.dtypes)
@@ -50,16 +64,21 @@ wildcard_constraints:
     rep=_alternatives(REPS),
 
 
-def all_shards(wildcards=None):
-    """Every measurement of the sweep; repeats outermost and dtypes innermost, so that
-    a sequential run interleaves dtypes rather than measuring one dtype after another."""
+def sweep():
+    """Every measurement of the sweep as (shard path, workload, dtype, batch, rep);
+    repeats outermost and dtypes innermost, so that a sequential run interleaves dtypes
+    rather than measuring one dtype after another."""
     return [
-        SHARD.format(workload=w, dtype=d, batch=b, rep=r)
+        (SHARD.format(workload=w, dtype=d, batch=b, rep=r), w, d, b, r)
         for r in REPS
         for w in WORKLOADS
         for b in BATCHES
         for d in DTYPES
     ]
+
+
+def all_shards(wildcards=None):
+    return [cell[0] for cell in sweep()]
 
 
 MEASURE_ORDER = {path: i for i, path in enumerate(all_shards())}
@@ -69,6 +88,12 @@ def measure_priority(wildcards):
     """Earlier in `all_shards` runs first: the scheduler then follows the interleaved
     order (its own choice among equal priorities is arbitrary)."""
     return len(MEASURE_ORDER) - MEASURE_ORDER.get(SHARD.format(**wildcards), len(MEASURE_ORDER))
+
+
+def expected_hashes(wildcards=None):
+    """Each shard's path and the config hash its cell has in this run, so aggregate can
+    refuse a shard measured with another config."""
+    return {path: EXPERIMENT.cell(w, d, int(b), int(r)).config_hash() for path, w, d, b, r in sweep()}
 
 
 def cell_config(wildcards):

@@ -1,5 +1,7 @@
 rule measure:
-    """Time one cell (workload, dtype, batch) in one fresh process: one repeat."""
+    """Time one cell (workload, dtype, batch) in one fresh process: one repeat. A job that
+    dies (killed, a driver hiccup) is tried again, up to twice; the shard records which
+    attempt measured it."""
     output:
         SHARD,
     params:
@@ -13,6 +15,7 @@ rule measure:
         mem_mb=16000,
         # not a limit: how the script learns its attempt number (scripts get no `attempt`)
         qbench_attempt=lambda wildcards, attempt: attempt,
+    retries: 2
     conda:
         "../../envs/measure.yaml"
     log:

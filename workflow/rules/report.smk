@@ -7,6 +7,7 @@ rule report:
     input:
         summary="results/summary.parquet",
         shards=all_shards,
+        skipped="results/skipped_shards.csv",
         svg="results/charts/latency.svg",
         reference=reference_csv,
     output:
