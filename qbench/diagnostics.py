@@ -1,0 +1,126 @@
+"""How far to trust one cell: variance at each level, outliers, and how many repeats suffice.
+
+Kalibera & Jones ("Rigorous Benchmarking in Reasonable Time", ISMM 2013) split the
+variance of a two-level experiment (repeats = processes, iterations inside each) into
+a between-repeat part T2² and a within-repeat part T1², estimated from a pilot run (here:
+the shards themselves):
+
+    S1² = pooled variance of the iterations about their own repeat's mean   -> T1² = S1²
+    S2² = variance of the repeat means                                      -> T2² = S2² - S1²/n
+
+(T2² is clipped at 0: a negative estimate means no between-repeat variance was seen.)
+The variance of the cell's mean with r repeats of n iterations is (T2² + T1²/n) / r. At a
+cost c1 per iteration and c2 per repeat (its set-up and warm-up), the cheapest design
+for a given variance runs n* = ceil(sqrt(c2 T1² / (c1 T2²))) iterations per repeat, and
+then as many repeats as the target interval width needs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as sps
+
+UNSTABLE_CV = 0.10  # a cell whose samples vary by this much (CV) is flagged unstable
+MIN_REPEATS = 3  # fewer repeats than this give no usable interval
+MAX_ADVICE = 1000  # cap on advised iterations and repeats (T2² = 0 would make n* infinite)
+TUKEY_K = 1.5  # Tukey's fences: outside [Q1 - k IQR, Q3 + k IQR]
+
+
+def variance_components(groups: list[np.ndarray]) -> tuple[float, float]:
+    """(T2², T1²): between-repeat and within-repeat variance (ms²) of one cell. NaN where
+    a level has too few samples to say (one repeat; one iteration per repeat)."""
+    lengths = np.array([len(g) for g in groups])
+    dof_within = int((lengths - 1).sum())
+    within = sum(float(((g - g.mean()) ** 2).sum()) for g in groups) / dof_within if dof_within > 0 else float("nan")
+    if len(groups) < 2:
+        return float("nan"), within
+    s2 = float(np.var([g.mean() for g in groups], ddof=1))
+    # unequal lengths: the harmonic mean is the effective n of the S1²/n correction
+    n_eff = len(lengths) / float((1.0 / lengths).sum())
+    between = s2 - (within / n_eff if np.isfinite(within) else 0.0)
+    return max(between, 0.0), within
+
+
+def tukey_outliers(x: np.ndarray, k: float = TUKEY_K) -> int:
+    """How many values lie outside Tukey's fences (counted, never dropped)."""
+    if len(x) < 4:
+        return 0
+    q1, q3 = np.percentile(x, [25, 75])
+    iqr = q3 - q1
+    return int(((x < q1 - k * iqr) | (x > q3 + k * iqr)).sum())
+
+
+def advise(
+    var_between: float,
+    var_within: float,
+    mean: float,
+    iterations: int,
+    repeat_cost_s: float,
+    target: float,
+    confidence: float,
+) -> tuple[int, int]:
+    """(iterations, repeats) that reach a `confidence` interval of the mean no wider than
+    ±`target` × mean at least cost (Kalibera & Jones). The cost of an iteration is the
+    mean latency; `repeat_cost_s` that of a repeat beyond its iterations (NaN: unknown,
+    then the iteration count stays as it is, as it does with a single repeat)."""
+    if not (np.isfinite(mean) and mean > 0) or not np.isfinite(var_within):
+        return iterations, MIN_REPEATS
+    # one repeat shows no between-repeat variance: keep the iterations, count it as 0
+    vb = var_between if np.isfinite(var_between) else 0.0
+    iteration_cost_s = mean * 1e-3
+    if not np.isfinite(repeat_cost_s) or repeat_cost_s <= 0 or not np.isfinite(var_between):
+        n = iterations
+    elif var_within == 0:
+        n = 1  # iterations repeat themselves exactly: one says it all
+    elif vb == 0:
+        n = MAX_ADVICE
+    else:
+        n = math.ceil(math.sqrt(repeat_cost_s * var_within / (iteration_cost_s * vb)))
+    n = int(min(max(n, 1), MAX_ADVICE))
+    var_repeat_mean = vb + var_within / n
+    halfwidth = target * mean
+    r = MIN_REPEATS
+    while r < MAX_ADVICE and sps.t.ppf(0.5 + confidence / 2, r - 1) * math.sqrt(var_repeat_mean / r) > halfwidth:
+        r += 1
+    return n, r
+
+
+@dataclass(frozen=True)
+class CellDiagnostics:
+    """Per-cell numbers that say how far to trust its interval."""
+
+    var_between: float  # T2², ms²
+    var_within: float  # T1², ms²
+    icc: float  # T2² / (T2² + T1²): the share of a sample's variance due to its repeat
+    n_outliers: int  # iterations outside Tukey's fences of their own repeat
+    n_outlier_repeats: int  # repeats whose mean lies outside the fences of the repeat means
+    unstable: bool  # CV of all samples >= UNSTABLE_CV
+    advised_iterations: int
+    advised_repeats: int
+
+    @classmethod
+    def from_samples(
+        cls, groups: list[np.ndarray], repeat_cost_s: float, target: float, confidence: float
+    ) -> "CellDiagnostics":
+        groups = [np.asarray(g, dtype=float) for g in groups if len(g)]
+        pooled = np.concatenate(groups)
+        between, within = variance_components(groups)
+        total = between + within
+        icc = between / total if np.isfinite(total) and total > 0 else float("nan")
+        cv = pooled.std(ddof=1) / pooled.mean() if len(pooled) > 1 else float("nan")
+        mean = float(np.mean([g.mean() for g in groups]))
+        iterations = int(round(np.median([len(g) for g in groups])))
+        n, r = advise(between, within, mean, iterations, repeat_cost_s, target, confidence)
+        return cls(
+            var_between=between,
+            var_within=within,
+            icc=float(icc),
+            n_outliers=sum(tukey_outliers(g) for g in groups),
+            n_outlier_repeats=tukey_outliers(np.array([g.mean() for g in groups])),
+            unstable=bool(cv >= UNSTABLE_CV),
+            advised_iterations=n,
+            advised_repeats=r,
+        )
