@@ -89,9 +89,10 @@ def compare_runs(
     return table
 
 
-def comparison_chart(table: pd.DataFrame, title: str | None = None) -> alt.Chart:
+def comparison_chart(table: pd.DataFrame, about_a: str = "", about_b: str = "") -> alt.Chart:
     """Latency ratio A / B per batch size with its interval, one colour per workload and
-    dtype, a line at 1; cells without a ratio are labelled with why."""
+    dtype, a line at 1; cells without a ratio are labelled with why. `about_x` (e.g.
+    describe_run) goes beside each run's name in the subtitle."""
     label_a, label_b = table["run_a"].iloc[0], table["run_b"].iloc[0]
     df = table.copy()
     df["series"] = df["workload"] + " · " + df["dtype"]
@@ -100,7 +101,7 @@ def comparison_chart(table: pd.DataFrame, title: str | None = None) -> alt.Chart
     series = sorted(df["series"].unique())
     x = alt.X("batch:O", title="Batch Size", sort=batches, axis=alt.Axis(labelAngle=0))
     offset = alt.XOffset("series:N", sort=series)
-    color = alt.Color("series:N", title=None, sort=series, legend=alt.Legend(orient="top-left", fillColor="white"))
+    color = alt.Color("series:N", title="cell", sort=series)
     ratio = df[df["ratio"].notna()]
     tooltip = [
         alt.Tooltip("series:N", title="cell"),
@@ -125,7 +126,11 @@ def comparison_chart(table: pd.DataFrame, title: str | None = None) -> alt.Chart
             xOffset=offset,
             y=y,
             color=color,
-            shape=alt.Shape("verdict:N", title="B vs A", scale=alt.Scale(domain=["faster", "same", "slower", "unknown"])),
+            shape=alt.Shape(
+                "verdict:N",
+                title=f"{label_b} vs {label_a}",
+                scale=alt.Scale(domain=["faster", "same", "slower", "unknown"]),
+            ),
             tooltip=tooltip,
         ),
     ]
@@ -136,11 +141,15 @@ def comparison_chart(table: pd.DataFrame, title: str | None = None) -> alt.Chart
             .mark_text(angle=270, align="left", dx=6, fontSize=10, color="#b00000")
             .encode(x=x, xOffset=offset, y="one:Q", text="note:N")
         )
-    subtitle = f"> 1: {label_b} is faster; bars: {table['confidence'].iloc[0]:.0%} intervals"
+    subtitle = [
+        f"A: {label_a}" + (f" ({about_a})" if about_a else ""),
+        f"B: {label_b}" + (f" ({about_b})" if about_b else ""),
+        f"> 1: B is faster; bars: {table['confidence'].iloc[0]:.0%} intervals",
+    ]
     chart = alt.layer(*layers).properties(
         width=alt.Step(28 if len(series) <= 3 else 18),
         height=300,
-        title=alt.TitleParams(title or f"{label_a} vs {label_b}", subtitle=subtitle, anchor="start"),
+        title=alt.TitleParams("Latency ratio A / B per cell", subtitle=subtitle, anchor="start"),
     )
     return chart.resolve_scale(color="shared")
 

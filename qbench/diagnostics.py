@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy import stats as sps
 
 UNSTABLE_CV = 0.10  # a cell whose samples vary by this much (CV) is flagged unstable
@@ -80,12 +81,49 @@ def advise(
     else:
         n = math.ceil(math.sqrt(repeat_cost_s * var_within / (iteration_cost_s * vb)))
     n = int(min(max(n, 1), MAX_ADVICE))
-    var_repeat_mean = vb + var_within / n
-    halfwidth = target * mean
-    r = MIN_REPEATS
-    while r < MAX_ADVICE and sps.t.ppf(0.5 + confidence / 2, r - 1) * math.sqrt(var_repeat_mean / r) > halfwidth:
-        r += 1
-    return n, r
+    return n, repeats_needed(vb, var_within, mean, n, target, confidence)
+
+
+def repeats_needed(var_between, var_within, mean, iterations, target: float, confidence: float):
+    """Fewest repeats (at least MIN_REPEATS, at most MAX_ADVICE) of `iterations` each
+    whose t interval of the mean is within ±target × mean. Broadcasts over arrays."""
+    r = np.arange(MIN_REPEATS, MAX_ADVICE + 1)
+    t_over_sqrt_r = sps.t.ppf(0.5 + confidence / 2, r - 1) / np.sqrt(r)  # decreasing in r
+    sd = np.sqrt(np.asarray(var_between, float) + np.asarray(var_within, float) / np.asarray(iterations, float))
+    with np.errstate(invalid="ignore", divide="ignore"):  # sd 0: any count will do
+        ratio = np.asarray(target, float) * np.asarray(mean, float) / sd  # the largest t/sqrt(r) allowed
+        first = np.searchsorted(-t_over_sqrt_r, -np.nan_to_num(ratio, nan=np.inf), side="left")
+    out = r[np.minimum(first, len(r) - 1)]
+    return int(out) if out.ndim == 0 else out
+
+
+def experiment_advice(summary: pd.DataFrame) -> dict | None:
+    """One setting of `repeats` and `timing.iterations` for the whole experiment that
+    brings every timed cell to its target (the summary's target_halfwidth) at the least
+    total time, searching iterations 1..MAX_ADVICE. Where no repeat cost is known only
+    the current iteration count is considered. None without timed cells."""
+    cells = summary[summary["mean_ms"].notna() & summary["var_within_ms2"].notna()]
+    if cells.empty:
+        return None
+    current = int(round(float((cells["n_samples"] / cells["n_repeats"]).median())))
+    cost_known = cells["repeat_cost_s"].notna().all()
+    n = np.arange(1, MAX_ADVICE + 1)[:, None] if cost_known else np.array([[current]])
+    c = {k: cells[k].to_numpy(float)[None, :] for k in ("var_between_ms2", "var_within_ms2", "mean_ms", "repeat_cost_s")}
+    need = repeats_needed(np.nan_to_num(c["var_between_ms2"]), c["var_within_ms2"], c["mean_ms"], n,
+                          cells["target_halfwidth"].iloc[0], cells["confidence"].iloc[0])  # fmt: skip
+    r = need.max(axis=1)  # (candidates,)
+    cost = r * (np.nan_to_num(c["repeat_cost_s"]) + n * c["mean_ms"] * 1e-3).sum(axis=1)
+    i = int(np.argmin(cost))
+    worst = cells.iloc[int(np.argmax(need[i]))]
+    return {
+        "repeats": int(r[i]),
+        "iterations": int(n[i, 0]),
+        "cost_s": float(cost[i]),
+        "limiting_cell": f"{worst['workload']} {worst['dtype']} batch {int(worst['batch'])}",
+        "target_halfwidth": float(cells["target_halfwidth"].iloc[0]),
+        "current_repeats": int(cells["n_repeats"].max()),
+        "current_iterations": current,
+    }
 
 
 @dataclass(frozen=True)
@@ -100,6 +138,7 @@ class CellDiagnostics:
     unstable: bool  # CV of all samples >= UNSTABLE_CV
     advised_iterations: int
     advised_repeats: int
+    repeat_cost_s: float  # set-up and warm-up of one repeat, the cost K&J weigh iterations against
 
     @classmethod
     def from_samples(
@@ -123,4 +162,5 @@ class CellDiagnostics:
             unstable=bool(cv >= UNSTABLE_CV),
             advised_iterations=n,
             advised_repeats=r,
+            repeat_cost_s=float(repeat_cost_s),
         )

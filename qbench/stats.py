@@ -358,6 +358,7 @@ def summarize(samples: pd.DataFrame, baseline: str, cfg: StatsConfig) -> pd.Data
             unstable=diag.unstable,
             advised_iterations=diag.advised_iterations,
             advised_repeats=diag.advised_repeats,
+            repeat_cost_s=diag.repeat_cost_s,
         )
         rows.append(row)
     summary = pd.DataFrame(rows).reindex(columns=SUMMARY_COLUMNS)
@@ -383,5 +384,5 @@ SUMMARY_COLUMNS = [
     "rel_error", "tolerance", "gpu_name", "confidence",
     # diagnostics (qbench.diagnostics), added after the first version
     "var_between_ms2", "var_within_ms2", "icc", "n_outliers", "n_outlier_repeats", "unstable",
-    "advised_iterations", "advised_repeats", "target_halfwidth",
+    "advised_iterations", "advised_repeats", "target_halfwidth", "repeat_cost_s",
 ]  # fmt: skip

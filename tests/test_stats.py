@@ -160,3 +160,44 @@ def test_advice_follows_kalibera_and_jones():
     assert advise(0.0, vw, mean, 20, c2, 0.005, 0.95) == (MAX_ADVICE, MIN_REPEATS)
     # a looser target needs fewer repeats
     assert advise(vb, vw, mean, 20, c2, 0.02, 0.95)[1] < r
+
+
+def test_schema_documents_every_stats_key_with_the_same_default():
+    import dataclasses
+
+    import yaml
+
+    from tests.conftest import REPO
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    props = schema["properties"]["stats"]["properties"]
+    readme = (REPO / "config" / "README.md").read_text()
+    for f in dataclasses.fields(StatsConfig):
+        assert props[f.name]["default"] == f.default and props[f.name]["description"], f.name
+        assert f"`stats.{f.name}`" in readme, f.name
+
+
+def test_experiment_advice_meets_every_cell_at_least_cost():
+    from qbench.diagnostics import experiment_advice, repeats_needed
+
+    rng = np.random.default_rng(11)
+    frames = []
+    for b, (sb, sw) in enumerate([(0.02, 0.5), (0.3, 0.2), (0.0, 1.0)]):
+        df = cell_frame("fp16", b + 1, list(10 + rng.normal(0, sb, 5)), n=20, seed=b)
+        df["latency_ms"] = 10 + (df["latency_ms"] - 10) * sw / 0.5  # rescale the within spread
+        frames.append(df.assign(setup_s=8.0, warmup_s=1.0))
+    s = summarize(pd.concat(frames), "fp16", CFG)
+    advice = experiment_advice(s)
+    n, r = advice["iterations"], advice["repeats"]
+    for c in s.itertuples():
+        assert repeats_needed(c.var_between_ms2, c.var_within_ms2, c.mean_ms, n, c.target_halfwidth, 0.95) <= r
+
+    def cost(n_):
+        r_ = max(repeats_needed(c.var_between_ms2, c.var_within_ms2, c.mean_ms, n_, c.target_halfwidth, 0.95)
+                 for c in s.itertuples())  # fmt: skip
+        return r_ * sum(9.0 + n_ * c.mean_ms * 1e-3 for c in s.itertuples())
+
+    assert advice["cost_s"] == pytest.approx(cost(n))
+    assert all(advice["cost_s"] <= cost(k) + 1e-9 for k in (1, 5, 20, 100, 1000))
+    assert advice["current_iterations"] == 20 and advice["current_repeats"] == 5
+    assert experiment_advice(s.assign(mean_ms=np.nan)) is None
