@@ -26,7 +26,7 @@ from scipy import stats as sps
 
 UNSTABLE_CV = 0.10  # a cell whose samples vary by this much (CV) is flagged unstable
 MIN_REPEATS = 3  # fewer repeats than this give no usable interval
-MAX_ADVICE = 1000  # cap on advised iterations and repeats (T2² = 0 would make n* infinite)
+MAX_ADVICE = 1000  # cap on advised iterations (T2² = 0 makes n* infinite) and repeats (target out of reach)
 TUKEY_K = 1.5  # Tukey's fences: outside [Q1 - k IQR, Q3 + k IQR]
 
 
@@ -101,7 +101,8 @@ def experiment_advice(summary: pd.DataFrame) -> dict | None:
     """One setting of `repeats` and `timing.iterations` for the whole experiment that
     brings every timed cell to its target (the summary's target_halfwidth) at the least
     total time, searching iterations 1..MAX_ADVICE. Where no repeat cost is known only
-    the current iteration count is considered. None without timed cells."""
+    the current iteration count is considered. `reachable` is False when even
+    MAX_ADVICE repeats would not do. None without timed cells."""
     cells = summary[summary["mean_ms"].notna() & summary["var_within_ms2"].notna()]
     if cells.empty:
         return None
@@ -116,6 +117,7 @@ def experiment_advice(summary: pd.DataFrame) -> dict | None:
     i = int(np.argmin(cost))
     worst = cells.iloc[int(np.argmax(need[i]))]
     return {
+        "reachable": bool(r[i] < MAX_ADVICE),  # else the cells are too noisy for the target
         "repeats": int(r[i]),
         "iterations": int(n[i, 0]),
         "cost_s": float(cost[i]),

@@ -85,11 +85,12 @@ def _t(df, confidence: float):
 
 
 def mean_interval(repeat_means: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
-    """Student-t interval of the mean of repeat means, over the last axis (R >= 2)."""
+    """Student-t interval of the mean of repeat means, over the last axis (R >= 2). A
+    latency is positive: a lower end below 0 (wildly varying repeats) is cut to 0."""
     r = repeat_means.shape[-1]
     m = repeat_means.mean(axis=-1)
     half = _t(r - 1, confidence) * repeat_means.std(axis=-1, ddof=1) / np.sqrt(r)
-    return m - half, m + half
+    return np.maximum(m - half, 0.0), m + half
 
 
 def expanded_percentile(point, boot: np.ndarray, df, confidence: float, inflation=1.0):
@@ -104,15 +105,16 @@ def expanded_percentile(point, boot: np.ndarray, df, confidence: float, inflatio
 
 
 def se_interval(point, boot: np.ndarray, df, confidence: float, inflation=1.0):
-    """point ± inflation · t(df) · sd(boot): the bootstrap's standard error with a
-    t quantile. Used for the median, whose bootstrap distribution over few repeats is
-    too lumpy for its tail quantiles to be read off directly."""
+    """point ± inflation · t(df) · sd(boot), the lower end cut at 0: the bootstrap's
+    standard error with a t quantile. Used for the median, whose bootstrap distribution
+    over few repeats is too lumpy for its tail quantiles to be read off directly."""
     half = inflation * _t(df, confidence) * np.std(boot, axis=-1)
-    return point - half, point + half
+    return np.maximum(point - half, 0.0), point + half
 
 
 def ratio_interval(point, boot_ratio, rel_var_a, r_a, rel_var_b, r_b, confidence: float):
-    """Interval of mean_a / mean_b from independent bootstraps of both sides.
+    """Interval of mean_a / mean_b from independent bootstraps of both sides, expanded on
+    the log scale (so it stays positive, and A/B and B/A get mirrored intervals).
     rel_var_x = s_x² / (R_x mean_x²), the squared relative standard error of each mean;
     the log ratio's standard error combines them, with Welch–Satterthwaite's df."""
     rel_var_a, rel_var_b = np.asarray(rel_var_a, float), np.asarray(rel_var_b, float)
@@ -124,7 +126,8 @@ def ratio_interval(point, boot_ratio, rel_var_a, r_a, rel_var_b, r_b, confidence
     # zero variance on both sides: the interval is the point whatever the factor
     df = np.where(np.isfinite(df), df, np.inf)
     inflation = np.where(np.isfinite(inflation), inflation, 1.0)
-    return expanded_percentile(point, boot_ratio, df, confidence, inflation)
+    lo, hi = expanded_percentile(np.log(point), np.log(boot_ratio), df, confidence, inflation)
+    return np.exp(lo), np.exp(hi)
 
 
 # ---------------------------------------------------------------- the bootstrap

@@ -52,9 +52,9 @@ def test_verdict(point, lo, hi, expected):
     assert verdict(point, lo, hi, threshold=0.01) == expected
 
 
-def cell_frame(dtype, batch, means, status="ok", n=20, seed=0):
+def cell_frame(dtype, batch, means, status="ok", n=20, seed=0, sd=0.5):
     rows = []
-    for rep, g in enumerate(groups(means, n=n, seed=seed)):
+    for rep, g in enumerate(groups(means, n=n, sd=sd, seed=seed)):
         for i, v in enumerate(g):
             rows.append({"workload": "w", "dtype": dtype, "batch": batch, "rep": rep, "iteration": i, "latency_ms": v,
                          "status": status, "scheme": dtype, "impl": "eager", "model": "llama", "tokens": batch * 8,
@@ -201,3 +201,13 @@ def test_experiment_advice_meets_every_cell_at_least_cost():
     assert all(advice["cost_s"] <= cost(k) + 1e-9 for k in (1, 5, 20, 100, 1000))
     assert advice["current_iterations"] == 20 and advice["current_repeats"] == 5
     assert experiment_advice(s.assign(mean_ms=np.nan)) is None
+
+
+def test_advice_says_when_the_target_is_out_of_reach():
+    from qbench.diagnostics import experiment_advice
+
+    wild = cell_frame("fp16", 1, [5, 15, 40], n=20, seed=3).assign(setup_s=1.0, warmup_s=0.1)
+    advice = experiment_advice(summarize(wild, "fp16", CFG))
+    assert advice["reachable"] is False and advice["repeats"] == MAX_ADVICE
+    calm = cell_frame("fp16", 1, [10, 10.01, 9.99], n=20, sd=0.01, seed=3).assign(setup_s=1.0, warmup_s=0.1)
+    assert experiment_advice(summarize(calm, "fp16", CFG))["reachable"] is True
