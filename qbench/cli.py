@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     cmp = sub.add_parser("compare", help="compare two runs' shards cell by cell (latency ratio A / B)")
     cmp.add_argument("run_a", help="results directory of run A (holding shards/), or a directory of shards")
     cmp.add_argument("run_b", help="results directory of run B, likewise")
-    cmp.add_argument("--out", default="results/compare", help="folder for compare.csv/.parquet and the chart (default: %(default)s)")
+    cmp.add_argument("--out", default="results/compare",
+                     help="folder for compare.csv/.parquet and the chart (default: %(default)s)")  # fmt: skip
     cmp.add_argument("--label-a", help="name of run A in the table and chart (default: its path)")
     cmp.add_argument("--label-b", help="name of run B (default: its path)")
     for key, kind in (("confidence", float), ("resamples", int), ("seed", int), ("threshold", float)):
@@ -91,7 +92,8 @@ def compare(args: argparse.Namespace) -> int:
     from qbench.shards import ShardError, read_shards
     from qbench.stats import StatsConfig
 
-    overrides = {k: getattr(args, k) for k in ("confidence", "resamples", "seed", "threshold") if getattr(args, k) is not None}
+    keys = ("confidence", "resamples", "seed", "threshold")
+    overrides = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     try:
         cfg = StatsConfig.from_dict(overrides)
         a, b = read_shards(run_shards(args.run_a)), read_shards(run_shards(args.run_b))

@@ -80,7 +80,8 @@ def compare_runs(
             ratio, lo, hi, v = speedup(est_a, est_b, cfg)
             row.update(ratio=ratio, ratio_ci_low=lo, ratio_ci_high=hi, verdict=v)
         elif present == "both":
-            untimed = [f"{label} {s}" for label, s in ((label_a, status_a), (label_b, status_b)) if s not in TIMED_STATUSES]
+            sides = ((label_a, status_a), (label_b, status_b))
+            untimed = [f"{label} {s}" for label, s in sides if s not in TIMED_STATUSES]
             notes.append("not timed in " + ", ".join(untimed))
         row["note"] = "; ".join(notes) or None
         rows.append(row)

@@ -109,7 +109,8 @@ def experiment_advice(summary: pd.DataFrame) -> dict | None:
     current = int(round(float((cells["n_samples"] / cells["n_repeats"]).median())))
     cost_known = cells["repeat_cost_s"].notna().all()
     n = np.arange(1, MAX_ADVICE + 1)[:, None] if cost_known else np.array([[current]])
-    c = {k: cells[k].to_numpy(float)[None, :] for k in ("var_between_ms2", "var_within_ms2", "mean_ms", "repeat_cost_s")}
+    cols = ("var_between_ms2", "var_within_ms2", "mean_ms", "repeat_cost_s")
+    c = {k: cells[k].to_numpy(float)[None, :] for k in cols}
     need = repeats_needed(np.nan_to_num(c["var_between_ms2"]), c["var_within_ms2"], c["mean_ms"], n,
                           cells["target_halfwidth"].iloc[0], cells["confidence"].iloc[0])  # fmt: skip
     r = need.max(axis=1)  # (candidates,)

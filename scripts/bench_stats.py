@@ -60,7 +60,9 @@ def main() -> None:
     print(f"summarize: {n_cells} cells, {len(samples)} samples, {args.resamples} resamples per cell: "
           f"best {min(times):.2f} s, median {np.median(times):.2f} s of {args.runs} runs "
           f"({min(times) / n_cells * 1e3:.0f} ms per cell)")  # fmt: skip
-    print(summary[["dtype", "batch", "mean_ms", "ci_low_ms", "ci_high_ms", "speedup", "verdict"]].to_string(index=False))
+    cols = ["dtype", "batch", "mean_ms", "ci_low_ms", "ci_high_ms", "speedup", "speedup_ci_low", "speedup_ci_high"]
+    cols.append("verdict")
+    print(summary[cols].to_string(index=False))
 
 
 if __name__ == "__main__":

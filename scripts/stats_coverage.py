@@ -34,7 +34,8 @@ def main() -> None:
     cfg = StatsConfig(resamples=args.resamples)
     mu = 10.0
     print(f"{args.trials} trials, {args.resamples} resamples, {args.iterations} iterations per repeat, "
-          f"confidence {cfg.confidence}; 'old' = two-level percentile bootstrap (resample repeats, then iterations)\n")  # fmt: skip
+          f"confidence {cfg.confidence}; 'old' = the two-level percentile bootstrap "
+          "(resample repeats, then iterations)\n")  # fmt: skip
     print("| data | repeats | icc | mean: t (now) | mean: old | median: now | median: old | "
           "speedup: now | speedup: old | verdict same (now) |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")
