@@ -97,10 +97,10 @@ def compare(args: argparse.Namespace) -> int:
     try:
         cfg = StatsConfig.from_dict(overrides)
         a, b = read_shards(run_shards(args.run_a)), read_shards(run_shards(args.run_b))
-    except (ShardError, ValueError) as exc:
+        label_a, label_b = args.label_a or args.run_a, args.label_b or args.run_b
+        table = compare_runs(a, b, cfg, label_a, label_b)
+    except (ShardError, ValueError) as exc:  # bad shards or settings: one line naming them
         raise SystemExit(f"qbench compare: {exc}") from None
-    label_a, label_b = args.label_a or args.run_a, args.label_b or args.run_b
-    table = compare_runs(a, b, cfg, label_a, label_b)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "compare.csv", index=False, float_format="%.6g")
