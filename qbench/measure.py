@@ -119,9 +119,10 @@ def run_cell(
               "timing_note": samples.note, "stop_reason": samples.stop_reason, "l2": samples.l2,
               **_peak_mem(device)}  # fmt: skip
     frac = cell.timing.throttle_clock_fraction
+    clocks = sorted(r["sm_clock_mhz"] for r in samples.readings if r.get("sm_clock_mhz") is not None)
+    steady = clocks[len(clocks) // 2] if clocks else None
     rows = [
-        {**common, "iteration": i, "latency_ms": ms, **reading,
-         "throttled": is_throttled(reading, base["max_sm_clock_mhz"], frac)}  # fmt: skip
+        {**common, "iteration": i, "latency_ms": ms, **reading, "throttled": is_throttled(reading, steady, frac)}
         for i, (ms, reading) in enumerate(zip(samples.latency_ms, samples.readings))
     ]
     return make_table(rows, cell.as_dict())

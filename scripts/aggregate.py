@@ -1,5 +1,5 @@
-"""rule aggregate: validate all shards, write the summary as Parquet and CSV, and the
-list of shards left out (empty unless aggregate.on_bad_shard is skip)."""
+"""rule aggregate: validate all shards, write the summary as Parquet and CSV, the list
+of shards left out (empty unless aggregate.on_bad_shard is skip), and log the repeats advice."""
 
 from typing import TYPE_CHECKING
 
@@ -13,6 +13,7 @@ log_to(snakemake.log[0])
 import logging  # noqa: E402
 import sys  # noqa: E402
 
+from qbench.diagnostics import experiment_advice  # noqa: E402
 from qbench.shards import ShardError, collect_shards  # noqa: E402
 from qbench.stats import StatsConfig, summarize  # noqa: E402
 
@@ -36,3 +37,15 @@ skipped.to_csv(snakemake.output.skipped, index=False)
 summary = summarize(samples, snakemake.params.baseline, StatsConfig.from_dict(snakemake.params.stats))
 summary.to_parquet(snakemake.output.parquet, index=False)
 summary.to_csv(snakemake.output.csv, index=False, float_format="%.6g")
+advice = experiment_advice(summary)
+if advice and advice["reachable"]:
+    logging.info(
+        f"repeats advice (Kalibera & Jones): {advice['repeats']} repeats x {advice['iterations']} iterations bring "
+        f"every cell's interval within +-{advice['target_halfwidth']:.2%} of its mean (now {advice['current_repeats']}"
+        f" x {advice['current_iterations']}; limiting cell: {advice['limiting_cell']})"
+    )
+elif advice:
+    logging.warning(
+        f"repeats advice: no design of up to 1000 repeats brings {advice['limiting_cell']} within "
+        f"+-{advice['target_halfwidth']:.2%} of its mean: the cells vary too much (see cv and unstable)"
+    )

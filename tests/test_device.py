@@ -57,15 +57,15 @@ def test_no_gpu_to_lock():
 @pytest.mark.parametrize(
     "reading, expected",
     [
-        ({"sm_clock_mhz": 1900.0, "clock_event_reasons": 0}, False),
-        ({"sm_clock_mhz": 1400.0, "clock_event_reasons": 0x4}, True),  # under 75% of 1980
-        ({"sm_clock_mhz": 1600.0, "clock_event_reasons": 0x4}, False),  # power cap alone: the card's steady state
-        ({"sm_clock_mhz": 1900.0, "clock_event_reasons": 0x40}, True),  # HW thermal slowdown
+        ({"sm_clock_mhz": 1350.0, "clock_event_reasons": 0x4}, False),  # power cap at the steady clock: real speed
+        ({"sm_clock_mhz": 1000.0, "clock_event_reasons": 0x4}, True),  # a dip under 75% of the steady 1350
+        ({"sm_clock_mhz": 1350.0, "clock_event_reasons": 0x40}, True),  # HW thermal slowdown
+        ({"sm_clock_mhz": 1350.0, "clock_event_reasons": 0x80}, True),  # HW power brake
         ({"sm_clock_mhz": None, "clock_event_reasons": None}, None),  # nothing read (CPU)
     ],
 )
 def test_throttled_samples(reading, expected):
-    assert is_throttled(reading, 1980.0, 0.75) == expected
+    assert is_throttled(reading, 1350.0, 0.75) == expected
 
 
 def test_cuda_requested_without_gpu():

@@ -56,7 +56,7 @@ def tiny_config(dtypes=("fp16",), batches=(2,), repeats=1, **extra) -> dict:
         "batch_sizes": list(batches),
         "repeats": repeats,
         "device": "cpu",
-        "timing": {"warmup": 1, "iterations": 3},
+        "timing": {"warmup": 1, "warmup_ms": 0, "min_iterations": 3, "max_iterations": 3},
         "stats": {"resamples": 200},
         "reference": None,
     }  # fmt: skip
