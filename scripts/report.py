@@ -9,6 +9,7 @@ from qbench.logs import log_to
 
 log_to(snakemake.log[0])
 
+import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pandas as pd  # noqa: E402
@@ -16,18 +17,21 @@ import pandas as pd  # noqa: E402
 from qbench.report import render_report  # noqa: E402
 from qbench.shards import read_shards  # noqa: E402
 
-summary = pd.read_parquet(snakemake.input.summary)
-samples = read_shards(list(snakemake.input.shards))
-reference = pd.read_csv(snakemake.input.reference[0]) if snakemake.input.reference else None
+inputs = snakemake.input
+charts = {
+    Path(spec).stem: {"spec": json.loads(Path(spec).read_text()), "svg": Path(svg).read_text()}
+    for spec, svg in zip(inputs.specs, inputs.svgs)
+}
+reference = inputs.reference[0] if inputs.reference else None
 html = render_report(
-    summary,
-    samples,
-    {"latency": Path(snakemake.input.svg).read_text()},
+    pd.read_parquet(inputs.summary),
+    read_shards(list(inputs.shards)),
+    charts,
     dict(snakemake.params.config),
     snakemake.params.command,
-    reference=reference,
-    reference_note=f"Reference figures from {snakemake.input.reference[0]} (config key reference)."
-    if snakemake.input.reference
+    reference=pd.read_csv(reference) if reference else None,
+    reference_note=f"Reference figures from {snakemake.params.config['reference']} (config key reference)."
+    if reference
     else "",
 )
 Path(snakemake.output[0]).write_text(html)

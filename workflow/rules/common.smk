@@ -69,8 +69,26 @@ def cell_config(wildcards):
     ).as_dict()
 
 
+# The breakdown of a forward's time (qbench.breakdown's table), drawn when it exists.
+BREAKDOWN_TABLES = ["results/breakdown.parquet", "results/breakdown.csv"]
+
+
+def breakdown_table(wildcards=None):
+    return [p for p in BREAKDOWN_TABLES if os.path.exists(p)][:1]
+
+
+def chart_names():
+    """The charts this run draws: the speedup needs a dtype besides the baseline."""
+    names = ["latency", "distributions"]
+    if len(DTYPES) > 1:
+        names.append("speedup")
+    if breakdown_table():
+        names.append("breakdown")
+    return names
+
+
 def chart_files(wildcards=None):
-    return expand("results/charts/latency.{ext}", ext=["html", "svg", "png", "json"])
+    return expand("results/charts/{chart}.{ext}", chart=chart_names(), ext=["html", "svg", "png", "json"])
 
 
 def reference_csv(wildcards=None):

@@ -7,7 +7,8 @@ rule report:
     input:
         summary="results/summary.parquet",
         shards=all_shards,
-        svg="results/charts/latency.svg",
+        specs=expand("results/charts/{chart}.json", chart=chart_names()),
+        svgs=expand("results/charts/{chart}.svg", chart=chart_names()),
         reference=reference_csv,
     output:
         report(
