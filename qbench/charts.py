@@ -247,7 +247,7 @@ def _speedup(df: pd.DataFrame) -> alt.LayerChart:
     offset = alt.XOffset("dtype:N", sort=dtypes, scale=alt.Scale(domain=dtypes))
     color = alt.Color("dtype:N", title=None, sort=dtypes, scale=alt.Scale(domain=domain, range=colors),
                       legend=alt.Legend(orient="right"))  # fmt: skip
-    shapes = [v for v in VERDICT_SHAPES if v in set(df["verdict"])] or ["same"]
+    shapes = [v for v in VERDICT_SHAPES if v in set(timed["verdict"])] or ["same"]
     shape = alt.Shape("verdict:N", title="verdict", scale=alt.Scale(domain=shapes, range=[VERDICT_SHAPES[v] for v in shapes]),
                       legend=alt.Legend(orient="right"))  # fmt: skip
     one = pd.DataFrame({"y": [1.0], "label": [f"1.0 = as fast as {baseline}"]})
@@ -259,7 +259,7 @@ def _speedup(df: pd.DataFrame) -> alt.LayerChart:
     )
     rule_label = (
         alt.Chart(one)
-        .mark_text(align="right", baseline="bottom", dy=-3, fontSize=11, color="#555", x="width")
+        .mark_text(align="right", baseline="top", dy=3, fontSize=11, color="#555", x="width")
         .encode(y=alt.Y("y:Q", title=y_title), text="label:N")
         .properties(name="parity_label")
     )
@@ -309,66 +309,56 @@ def distribution_chart(samples: pd.DataFrame, summary: pd.DataFrame, title: str 
     return _per_workload(summary, _distribution, title, samples=samples)
 
 
-def _distribution(summary: pd.DataFrame, samples: pd.DataFrame) -> alt.FacetChart:
+def _distribution(summary: pd.DataFrame, samples: pd.DataFrame) -> alt.HConcatChart:
     workload = summary["workload"].iloc[0]
     dtypes = dtype_order(summary)
     domain, colors = dtype_colors(dtypes)
-    batches = batch_order(summary)
     timed = samples[(samples["workload"] == workload) & samples["status"].isin(["ok", "inaccurate"])]
     points = timed[["dtype", "batch", "rep", "iteration", "latency_ms", "sm_clock_mhz"]].copy()
-    points["kind"] = "sample"
-    means = points.groupby(["dtype", "batch", "rep"], as_index=False)["latency_ms"].mean().assign(kind="repeat mean")
+    means = points.groupby(["dtype", "batch", "rep"], as_index=False)["latency_ms"].mean()
     missing = summary[summary["mean_ms"].isna()][["dtype", "batch", "status"]].copy()
-    if not missing.empty:
-        # placed at the middle of the panel's data so it stays inside the independent y scale
-        mid = points.groupby("batch")["latency_ms"].median()
-        missing["latency_ms"] = missing["batch"].map(mid).fillna(1.0)
-        missing["label"] = missing.apply(_status_label, axis=1)
-        missing["kind"] = "missing"
-        missing["rep"] = 0
-    data = pd.concat([points, means, missing], ignore_index=True)
-    data["batch"] = data["batch"].astype(int).astype(str)
-    data["rep"] = data["rep"].astype(int)
-    reps = sorted(data["rep"].unique())
+    missing["label"] = missing.apply(_status_label, axis=1) if not missing.empty else []
+    reps = sorted(int(r) for r in points["rep"].unique()) or [0]
     x = alt.X("dtype:N", title=None, sort=dtypes, scale=alt.Scale(domain=dtypes, paddingInner=0.3),
               axis=alt.Axis(labelAngle=0))  # fmt: skip
     offset = alt.XOffset("rep:O", scale=alt.Scale(domain=reps))
     y = alt.Y("latency_ms:Q", title="Latency (ms)", scale=alt.Scale(zero=False, nice=True))
     color = alt.Color("dtype:N", title=None, sort=dtypes, scale=alt.Scale(domain=domain, range=colors),
                       legend=alt.Legend(orient="top", direction="horizontal"))  # fmt: skip
-    dots = (
-        alt.Chart()
-        .transform_filter(alt.datum.kind == "sample")
-        .mark_circle(size=22, opacity=0.75, stroke="#333", strokeWidth=0.4)
-        .encode(x=x, xOffset=offset, y=y, color=color,
-                tooltip=["dtype:N", "batch:N", "rep:O", "iteration:Q", alt.Tooltip("latency_ms:Q", format=".3f"),
-                         alt.Tooltip("sm_clock_mhz:Q", title="SM clock (MHz)")])  # fmt: skip
-        .properties(name="samples")
-    )
-    ticks = (
-        alt.Chart()
-        .transform_filter(alt.datum.kind == "repeat mean")
-        .mark_tick(color="black", thickness=2, size=10, opacity=1)
-        .encode(x=x, xOffset=offset, y=y, tooltip=["dtype:N", "rep:O", alt.Tooltip("latency_ms:Q", title="repeat mean", format=".3f")])
-        .properties(name="repeat_means")
-    )
-    layers = [dots, ticks]
-    if not missing.empty:
-        layers.append(
-            alt.Chart()
-            .transform_filter(alt.datum.kind == "missing")
-            .mark_text(fontSize=11, fontWeight="bold", color=MISSING_COLOR, angle=270)
-            .encode(x=x, y=y, text="label:N")
-            .properties(name="missing")
-        )
-    width = max(130, 12 * len(dtypes) * max(1, len(reps)))
-    return (
-        alt.layer(*layers, data=data)
-        .properties(width=width, height=240)
-        .facet(column=alt.Column("batch:N", sort=batches, title="Batch Size",
-                                 header=alt.Header(labelFontSize=12, titleFontSize=13)))  # fmt: skip
-        .resolve_scale(y="independent")
-    )
+    width = max(130, 12 * len(dtypes) * len(reps))
+    panels = []
+    # One panel per batch size, each on its own scale; a layer only where it has data, so
+    # an all-missing batch size is a panel of labels, not an empty scale.
+    for batch in sorted(summary["batch"].astype(int).unique()):
+        layers = []
+        cell_points = points[points["batch"] == batch]
+        if not cell_points.empty:
+            layers.append(
+                alt.Chart(cell_points)
+                .mark_circle(size=22, opacity=0.75, stroke="#333", strokeWidth=0.4)
+                .encode(x=x, xOffset=offset, y=y, color=color,
+                        tooltip=["dtype:N", "batch:O", "rep:O", "iteration:Q", alt.Tooltip("latency_ms:Q", format=".3f"),
+                                 alt.Tooltip("sm_clock_mhz:Q", title="SM clock (MHz)")])  # fmt: skip
+                .properties(name="samples")
+            )
+            layers.append(
+                alt.Chart(means[means["batch"] == batch])
+                .mark_tick(color="black", thickness=2, size=10, opacity=1)
+                .encode(x=x, xOffset=offset, y=y,
+                        tooltip=["dtype:N", "rep:O", alt.Tooltip("latency_ms:Q", title="repeat mean", format=".3f")])  # fmt: skip
+                .properties(name="repeat_means")
+            )
+        cell_missing = missing[missing["batch"] == batch]
+        if not cell_missing.empty:
+            layers.append(
+                alt.Chart(cell_missing)
+                .mark_text(fontSize=11, fontWeight="bold", color=MISSING_COLOR, angle=270, y="height", dy=-40)
+                .encode(x=alt.X("dtype:N", title=None, sort=dtypes, scale=alt.Scale(domain=dtypes), axis=alt.Axis(labelAngle=0)),
+                        text="label:N", tooltip=["dtype:N", "status:N"])  # fmt: skip
+                .properties(name="missing")
+            )
+        panels.append(alt.layer(*layers).properties(width=width, height=240, title=f"Batch Size {batch}"))
+    return alt.hconcat(*panels).resolve_scale(color="shared")
 
 
 # -------------------------------------------------------------------------- breakdown

@@ -135,7 +135,8 @@ def headline(summary: pd.DataFrame) -> str:
         if timed.empty:
             lines.append(f"{dtype} could not be compared with {base}{where}: no cell was timed on both.")
             continue
-        span = f"{timed['speedup'].min():.2f}×" if len(timed) == 1 else f"{timed['speedup'].min():.2f}–{timed['speedup'].max():.2f}×"
+        lo, hi = f"{timed['speedup'].min():.2f}", f"{timed['speedup'].max():.2f}"
+        span = f"{lo}×" if lo == hi else f"{lo}–{hi}×"
         verdicts = timed["verdict"].fillna("unknown")
         if verdicts.nunique() == 1:
             v = verdicts.iloc[0]
