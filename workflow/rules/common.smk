@@ -87,6 +87,18 @@ def chart_names():
     return names
 
 
+def plot_inputs(wildcards):
+    """Each chart's tables: the summary, and the reference, shards or breakdown it draws."""
+    inputs = {"summary": "results/summary.parquet"}
+    if wildcards.chart == "latency":
+        inputs["reference"] = reference_csv()
+    elif wildcards.chart == "distributions":
+        inputs["shards"] = all_shards()
+    elif wildcards.chart == "breakdown":
+        inputs["breakdown"] = breakdown_table()
+    return inputs
+
+
 def chart_files(wildcards=None):
     return expand("results/charts/{chart}.{ext}", chart=chart_names(), ext=["html", "svg", "png", "json"])
 

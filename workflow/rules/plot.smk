@@ -2,18 +2,6 @@ localrules:
     plot,
 
 
-def plot_inputs(wildcards):
-    """Each chart's tables: the summary, and the reference, shards or breakdown it draws."""
-    inputs = {"summary": "results/summary.parquet"}
-    if wildcards.chart == "latency":
-        inputs["reference"] = reference_csv()
-    elif wildcards.chart == "distributions":
-        inputs["shards"] = all_shards()
-    elif wildcards.chart == "breakdown":
-        inputs["breakdown"] = breakdown_table()
-    return inputs
-
-
 rule plot:
     """One chart (latency: the reference chart reproduced; speedup; distributions;
     breakdown) as offline HTML, SVG, PNG and Vega-Lite JSON."""
