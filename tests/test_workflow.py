@@ -32,7 +32,8 @@ def dry_run_jobs(args, tmp_path):
 def test_dry_run_of_the_default_experiment(tmp_path):
     jobs = dry_run_jobs(["--cores", "1", "--resources", "gpu=1", "--configfile", str(REPO / "config" / "config.yaml")], tmp_path)
     # 1 workload x 2 dtypes x 4 batch sizes x 5 repeats
-    assert jobs == {"measure": 40, "aggregate": 1, "plot": 1, "report": 1, "all": 1, "total": 44}
+    # plot: one job per chart (latency, distributions, speedup)
+    assert jobs == {"measure": 40, "aggregate": 1, "plot": 3, "report": 1, "all": 1, "total": 46}
 
 
 def test_measure_jobs_declare_one_gpu(tmp_path):

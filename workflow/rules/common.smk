@@ -103,8 +103,38 @@ def cell_config(wildcards):
     ).as_dict()
 
 
+# The breakdown of a forward's time (qbench.breakdown's table), drawn when it exists.
+BREAKDOWN_TABLES = ["results/breakdown.parquet", "results/breakdown.csv"]
+
+
+def breakdown_table(wildcards=None):
+    return [p for p in BREAKDOWN_TABLES if os.path.exists(p)][:1]
+
+
+def chart_names():
+    """The charts this run draws: the speedup needs a dtype besides the baseline."""
+    names = ["latency", "distributions"]
+    if len(DTYPES) > 1:
+        names.append("speedup")
+    if breakdown_table():
+        names.append("breakdown")
+    return names
+
+
+def plot_inputs(wildcards):
+    """Each chart's tables: the summary, and the reference, shards or breakdown it draws."""
+    inputs = {"summary": "results/summary.parquet"}
+    if wildcards.chart == "latency":
+        inputs["reference"] = reference_csv()
+    elif wildcards.chart == "distributions":
+        inputs["shards"] = all_shards()
+    elif wildcards.chart == "breakdown":
+        inputs["breakdown"] = breakdown_table()
+    return inputs
+
+
 def chart_files(wildcards=None):
-    return expand("results/charts/latency.{ext}", ext=["html", "svg", "png", "json"])
+    return expand("results/charts/{chart}.{ext}", chart=chart_names(), ext=["html", "svg", "png", "json"])
 
 
 def reference_csv(wildcards=None):

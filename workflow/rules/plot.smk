@@ -3,23 +3,25 @@ localrules:
 
 
 rule plot:
-    """The reference chart reproduced: latency per batch size and dtype, with intervals."""
+    """One chart (latency: the reference chart reproduced; speedup; distributions;
+    breakdown) as offline HTML, SVG, PNG and Vega-Lite JSON."""
     input:
-        summary="results/summary.parquet",
-        reference=reference_csv,
+        unpack(plot_inputs),
     output:
-        html="results/charts/latency.html",
+        html="results/charts/{chart}.html",
         svg=report(
-            "results/charts/latency.svg",
-            caption="../report/latency.rst",
-            category="Results",
-            labels={"figure": "latency"},
+            "results/charts/{chart}.svg",
+            caption="../report/chart.rst",
+            category="Charts",
+            labels={"figure": "{chart}"},
         ),
-        png="results/charts/latency.png",
-        json="results/charts/latency.json",
+        png="results/charts/{chart}.png",
+        json="results/charts/{chart}.json",
+    wildcard_constraints:
+        chart="latency|speedup|distributions|breakdown",
     conda:
         "../../envs/analysis.yaml"
     log:
-        "logs/plot.log",
+        "logs/plot/{chart}.log",
     script:
         "../../scripts/plot.py"

@@ -8,7 +8,8 @@ rule report:
         summary="results/summary.parquet",
         shards=all_shards,
         skipped="results/skipped_shards.csv",
-        svg="results/charts/latency.svg",
+        specs=expand("results/charts/{chart}.json", chart=chart_names()),
+        svgs=expand("results/charts/{chart}.svg", chart=chart_names()),
         reference=reference_csv,
     output:
         report(

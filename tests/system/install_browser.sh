@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The browser the report's browser test drives: Debian's chromium at /usr/bin/chromium.
+# Idempotent: returns at once when it is already there. Needs root (CI runs as root).
+set -euo pipefail
+if [ -x /usr/bin/chromium ]; then
+    exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install_browser.sh: /usr/bin/chromium is missing and installing it needs root:" >&2
+    echo "  sudo apt-get update && sudo apt-get install -y chromium" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q chromium
