@@ -35,5 +35,6 @@ html = render_report(
     reference_note=f"Reference figures from {snakemake.params.config['reference']} (config key reference)."
     if reference
     else "",
+    skipped=skipped,
 )
 Path(snakemake.output[0]).write_text(html)
