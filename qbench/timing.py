@@ -21,6 +21,7 @@ On the CPU the clock is `time.perf_counter`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import time
@@ -126,8 +127,10 @@ def time_forward(
     device: torch.device,
     timing: TimingConfig,
     read_sensors: Callable[[], dict] = dict,
+    timed_region: contextlib.AbstractContextManager | None = None,
 ) -> Samples:
-    """Warm `fn` up, then time it sample by sample until a stopping rule says enough."""
+    """Warm `fn` up, then time it sample by sample until a stopping rule says enough.
+    `timed_region` (e.g. a torch.profiler) is entered around the timed samples only."""
     out = Samples(l2="cold" if timing.flush_l2 and device.type == "cuda" else "hot")
     flush = L2Flusher(device) if out.l2 == "cold" else None
     with torch.inference_mode():
@@ -148,33 +151,39 @@ def time_forward(
         out.warmup_s = time.perf_counter() - t0
 
         stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-        timed_gpu_s = 0.0
         t1 = time.perf_counter()
-        while True:
-            if device.type == "cuda":
-                if flush is not None:
-                    flush()
-                stream.wait_stream(torch.cuda.current_stream(device))
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                with torch.cuda.stream(stream):
-                    start.record(stream)
-                    run()
-                    end.record(stream)
-                reading = read_sensors()  # taken while the GPU is still busy with this sample
-                end.synchronize()
-                torch.cuda.current_stream(device).wait_stream(stream)
-                ms = start.elapsed_time(end)
-            else:
-                t = time.perf_counter()
-                run()
-                ms = (time.perf_counter() - t) * 1e3
-                reading = read_sensors()
-            out.latency_ms.append(float(ms))
-            out.readings.append(reading)
-            timed_gpu_s += ms / 1e3
-            reason = stop_reason(out.latency_ms, timed_gpu_s, timing)
-            if reason:
-                out.stop_reason = reason
-                break
+        with timed_region if timed_region is not None else contextlib.nullcontext():
+            _time_samples(run, device, stream, flush, timing, read_sensors, out)
         out.timed_s = time.perf_counter() - t1
     return out
+
+
+def _time_samples(run, device, stream, flush, timing, read_sensors, out: Samples) -> None:
+    """The timed loop: one sample per call of `run`, until `stop_reason` says enough."""
+    timed_gpu_s = 0.0
+    while True:
+        if device.type == "cuda":
+            if flush is not None:
+                flush()
+            stream.wait_stream(torch.cuda.current_stream(device))
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            with torch.cuda.stream(stream):
+                start.record(stream)
+                run()
+                end.record(stream)
+            reading = read_sensors()  # taken while the GPU is still busy with this sample
+            end.synchronize()
+            torch.cuda.current_stream(device).wait_stream(stream)
+            ms = start.elapsed_time(end)
+        else:
+            t = time.perf_counter()
+            run()
+            ms = (time.perf_counter() - t) * 1e3
+            reading = read_sensors()
+        out.latency_ms.append(float(ms))
+        out.readings.append(reading)
+        timed_gpu_s += ms / 1e3
+        reason = stop_reason(out.latency_ms, timed_gpu_s, timing)
+        if reason:
+            out.stop_reason = reason
+            return

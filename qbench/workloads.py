@@ -167,7 +167,8 @@ def build_model(cfg: WorkloadConfig, device: torch.device | str, dtype: torch.dt
     device = torch.device(device)
     with torch.device("meta"):
         model = LlamaDecoder(cfg) if cfg.model == "llama" else Gemm(cfg)
-    model = model.to_empty(device=device)
+    # allocated straight in `dtype` on the device: no fp32 copy of a billion weights
+    model = model.to(dtype).to_empty(device=device)
     gen = torch.Generator(device=device).manual_seed(seed)
     for module in model.modules():
         if isinstance(module, nn.Linear):
