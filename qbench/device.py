@@ -163,3 +163,54 @@ def is_throttled(reading: dict, steady_clock: float | None, clock_fraction: floa
         return None
     low = clock is not None and steady_clock is not None and clock < clock_fraction * steady_clock
     return bool(low or (reasons is not None and reasons & THROTTLE_REASONS))
+
+
+def git_commit(path: str | os.PathLike | None = None) -> str:
+    """The commit of the checkout that ran the code, with '+dirty' if it had changes.
+    QBENCH_GIT_COMMIT overrides it where the code runs from a copy without .git."""
+    if os.environ.get("QBENCH_GIT_COMMIT"):
+        return os.environ["QBENCH_GIT_COMMIT"]
+    cwd = Path(path) if path else Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        if sha.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, timeout=10
+        )
+        return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def provenance(device: torch.device) -> dict:
+    """Where and with what a shard was measured."""
+    info = {
+        "device": device.type,
+        "gpu_name": None,
+        "gpu_uuid": None,
+        "gpu_index": None,
+        "driver": None,
+        "cuda": torch.version.cuda,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "qbench_version": __version__,
+        "git_commit": git_commit(),
+        "host": socket.gethostname(),
+        "cpu": platform.processor() or platform.machine(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "started_at": _dt.datetime.now(_dt.timezone.utc),
+    }
+    if device.type == "cuda":
+        idx = device.index if device.index is not None else torch.cuda.current_device()
+        info["gpu_index"] = idx
+        info["gpu_name"] = torch.cuda.get_device_name(idx)
+        info["gpu_uuid"] = gpu_uuid(idx)
+        nv = _nvml()
+        if nv is not None:
+            try:
+                d = nv.nvmlSystemGetDriverVersion()
+                info["driver"] = d.decode() if isinstance(d, bytes) else str(d)
+            except Exception:
+                pass
+    return info
