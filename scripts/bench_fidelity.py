@@ -47,14 +47,20 @@ def kernel_times(prof) -> dict:
 
 
 def measure(name: str, fn, device, iterations: int) -> dict:
-    timing = TimingConfig(warmup=10, warmup_ms=25, min_iterations=iterations, max_iterations=iterations)
-    prof = profile(activities=[ProfilerActivity.CUDA])
-    # the profiler records the timed samples only: not the capture, not the warm-up
-    s = time_forward(fn, device, timing, timed_region=prof)
+    def profiled(n: int):
+        timing = TimingConfig(warmup=10, warmup_ms=25, min_iterations=n, max_iterations=n)
+        prof = profile(activities=[ProfilerActivity.CUDA])
+        # the profiler records the timed samples only: not the capture, not the warm-up
+        return time_forward(fn, device, timing, timed_region=prof), kernel_times(prof)
+
+    _, one = profiled(1)  # how many GPU records one forward makes
+    s, k = profiled(iterations)
     harness = statistics.fmean(s.latency_ms)
-    k = kernel_times(prof)
-    busy, total = k["busy_ms"] / iterations, k["sum_ms"] / iterations
-    row = {"case": name, "method": s.method, "iterations": iterations, "records": k["records"], "harness_ms": harness,
+    # On long runs the profiler drops whole forwards' records: count the forwards it kept.
+    kept = k["records"] / one["records"]
+    busy, total = k["busy_ms"] / kept, k["sum_ms"] / kept
+    row = {"case": name, "method": s.method, "iterations": iterations, "records": k["records"],
+           "records_per_forward": one["records"], "forwards_in_profile": kept, "harness_ms": harness,
            "kernel_sum_ms": total, "kernel_busy_ms": busy, "diff_sum_pct": 100 * (harness / total - 1),
            "diff_pct": 100 * (harness / busy - 1)}  # fmt: skip
     print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
@@ -77,7 +83,9 @@ def main() -> None:
         a = torch.randn(8192, 8192, device=device, dtype=torch.float16)
         b = torch.randn(8192, 8192, device=device, dtype=torch.float16)
         rows.append(measure("gemm 8192^3 fp16", lambda: a @ b, device, args.iterations))
-        del a, b
+        c = torch.randn(32768, 8192, device=device, dtype=torch.float16)
+        rows.append(measure("gemm 32768x8192x8192 fp16", lambda: c @ b, device, args.iterations))
+        del a, b, c
     for scheme in ("fp16", "w8a8-int8"):
         for batch in (128, 1024):
             with torch.inference_mode():
