@@ -8,8 +8,8 @@ import sys
 
 
 def log_to(path: str) -> None:
-    """Send stderr and the `logging` root to `path` (appending: a retry keeps the
-    earlier attempt's log)."""
+    """Send stderr and the `logging` root to `path`. (Snakemake 9 deletes a job's log
+    before a retry, so the log is the last attempt's; the shard records the attempt.)"""
     stream = open(path, "a", buffering=1)
     sys.stderr = stream
     logging.basicConfig(

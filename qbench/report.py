@@ -180,7 +180,7 @@ def warnings(summary: pd.DataFrame, samples: pd.DataFrame | None = None) -> list
             out.append(f"{cell}: {int(_number(r[outlier_col]))} outlier sample(s) by Tukey's fences (kept in the statistics).")
         if throttle_col and _number(r[throttle_col]) > 0:
             out.append(f"{cell}: {int(_number(r[throttle_col]))} sample(s) taken while the GPU throttled "
-                       "(left out of the statistics).")  # fmt: skip
+                       "(left out of the statistics unless stats.exclude_throttled is false).")  # fmt: skip
         if advice_col and _number(r[advice_col]) > _number(r.get("n_repeats")):
             out.append(f"{cell}: {int(_number(r[advice_col]))} repeats advised for the target interval width "
                        f"({r['n_repeats']} run).")  # fmt: skip
@@ -363,7 +363,7 @@ pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.85em}.lead{font-s
 <p class="lead">{{ headline }}</p>
 <ul id="answers">{% for a in answers %}<li class="{{ a.verdict }}">{{ a.text }}</li>{% endfor %}</ul>
 <p class="note">Speedup is the {{ baseline }} mean latency divided by the variant's (above 1: the variant is faster), with a
-{{ confidence }} interval from a hierarchical bootstrap over repeats (fresh processes) and the iterations within them.
+{{ confidence }} interval from a bootstrap over repeats (fresh processes, each with its samples), corrected for few repeats.
 The verdict is <em>faster</em> or <em>slower</em> only when the interval excludes 1 and the effect is at least {{ threshold }};
 otherwise <em>same</em>.</p>
 <h2 id="warnings">Warnings</h2>
