@@ -39,8 +39,11 @@ except DeviceError as exc:
     log.error("%s", exc)  # the user's mistake: one line, no traceback
     sys.exit(1)
 torch.set_num_threads(max(1, snakemake.threads))
+# Under SLURM the job sees only its own GPU, and the working directory may be on a shared
+# filesystem without flock(): lock on the node's local disk instead.
+lock_dir = "/tmp/qbench-gpu-locks" if os.environ.get("SLURM_JOB_ID") else snakemake.params.lock_dir
 if device.type == "cuda":
-    with gpu_lock(snakemake.params.lock_dir) as index:
+    with gpu_lock(lock_dir) as index:
         table = run_cell(cell, torch.device("cuda", index), startup_s, attempt)
 else:
     table = run_cell(cell, device, startup_s, attempt)
