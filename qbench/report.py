@@ -103,12 +103,14 @@ def answers(summary: pd.DataFrame) -> list[dict]:
             why = f"{d} {r['status']}" if r["status"] not in ("ok", "inaccurate") else f"{b} was not timed"
             out.append({"text": f"{prefix}{d} vs {b} {where}: no comparison — {why}.", "verdict": "missing"})
             continue
-        interval = f"[{lo:.2f}, {hi:.2f}]" if not math.isnan(lo) else "(no interval: fewer than 2 repeats)"
+        # a third decimal where two would print a narrow interval as [0.91, 0.91]
+        p = 3 if not math.isnan(lo) and hi - lo < 0.02 else 2
+        interval = f"[{lo:.{p}f}, {hi:.{p}f}]" if not math.isnan(lo) else "(no interval: fewer than 2 repeats)"
         verdict = r["verdict"] if isinstance(r["verdict"], str) else "unknown"
         if s >= 1:
-            claim = f"{d} is {s:.2f}× {interval} faster than {b} {where}"
+            claim = f"{d} is {s:.{p}f}× {interval} faster than {b} {where}"
         else:
-            claim = f"{d} is {s:.2f}× {interval} the speed of {b} {where}"
+            claim = f"{d} is {s:.{p}f}× {interval} the speed of {b} {where}"
         change = 1.0 / s - 1.0  # relative change in time per forward
         detail = {
             "faster": f"faster, {abs(change):.1%} less time per forward",
@@ -185,7 +187,8 @@ def warnings(summary: pd.DataFrame, samples: pd.DataFrame | None = None) -> list
             out.append(f"{cell}: {int(_number(r[advice_col]))} repeats advised for the target interval width "
                        f"({r['n_repeats']} run).")  # fmt: skip
     if samples is not None:
-        out += clock_warnings(samples, counted=throttle_col is not None)
+        counted = throttle_col is not None and summary[throttle_col].notna().any()
+        out += clock_warnings(samples, counted=counted)
     return out
 
 
@@ -334,7 +337,9 @@ def describe_setting(config: dict) -> str:
             parts.append(f"{name}: {spec}")
     dtypes = ", ".join(f"{d} ({v.get('scheme', d)}, {v.get('impl', 'eager')})" for d, v in config.get("dtypes", {}).items())
     timing = config.get("timing", {})
-    runs = f"{config.get('repeats', '?')} repeats (fresh processes) × {timing.get('iterations', '?')} timed forwards"
+    lo, hi = timing.get("min_iterations", 10), timing.get("max_iterations", 1000)
+    forwards = f"{lo}" if lo == hi else f"{lo}–{hi} (adaptive, at most {timing.get('max_time_s', 4)} s)"
+    runs = f"{config.get('repeats', '?')} repeats (fresh processes) × {forwards} timed forwards"
     return "; ".join(parts) + f". Dtypes: {dtypes}. {runs} per cell."
 
 

@@ -54,7 +54,7 @@ def cpu_report(tmp_path_factory):
     work = tmp_path_factory.mktemp("browser-run")
     cfg = yaml.safe_load(open(REPO / "config" / "cpu.yaml"))
     cfg["repeats"] = 2
-    cfg["timing"]["iterations"] = 5
+    cfg["timing"].update(min_iterations=5, max_iterations=5)
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))
     run_snakemake(["--cores", "2", "--resources", "gpu=1", "--configfile", str(work / "config.yaml"), "--directory", str(work)])
     return work
