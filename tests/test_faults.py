@@ -64,6 +64,12 @@ def tiny_config(dtypes=("fp16",), batches=(2,), repeats=1, **extra) -> dict:
     return cfg
 
 
+# Jobs that time for a fixed while, so a test can act while one runs (on a loaded CI
+# machine the start of a second Snakemake alone takes seconds).
+LONG_JOBS = {"warmup": 1, "warmup_ms": 0, "min_iterations": 3, "max_iterations": 10**6,
+             "target_rsd": 0.0, "target_rse": 0.0, "min_time_s": 8.0, "max_time_s": 8.0}  # fmt: skip
+
+
 def experiment(cfg) -> Experiment:
     """The experiment exactly as the workflow sees it (schema defaults filled)."""
     import copy
@@ -345,7 +351,7 @@ def test_an_interrupted_run_loses_nothing(tmp_path, sig):
     finished shard (same mtime), measures only the two others, and aggregates whole
     shards only: after SIGKILL a half-written file is put at the killed job's path, and
     Snakemake (rerun-incomplete) measures that cell again instead of reading it."""
-    cfg = tiny_config(repeats=3)
+    cfg = tiny_config(repeats=3, timing=LONG_JOBS)
     work = tmp_path / "work"
     cfg_path = write_config(work, cfg)
     run = start_snakemake(work, cfg_path, "results/summary.csv")
@@ -423,7 +429,7 @@ def test_a_killed_job_is_retried_and_the_shard_says_so(tmp_path):
 @pytest.mark.workflow
 def test_a_second_run_in_the_same_directory_is_refused(tmp_path):
     work = tmp_path / "work"
-    cfg_path = write_config(work, tiny_config(repeats=2))
+    cfg_path = write_config(work, tiny_config(repeats=2, timing=LONG_JOBS))
     first = start_snakemake(work, cfg_path, "results/summary.csv")
     logs = work / "logs" / "measure"
     wait_for(lambda: len(shards_in(work)) == 1 and len(list(logs.rglob("*.log"))) == 2, what="the second job")

@@ -196,7 +196,10 @@ def test_the_summary_matches_the_schema(slurm_runs):
 def test_a_failing_measurement_is_retried_then_reported_and_leaves_no_shard(slurm_runs):
     work, rc, out = slurm_runs["failing"]
     assert rc != 0
-    retries = yaml.safe_load((PROFILE / "config.yaml").read_text())["retries"]
+    # the rule's own `retries:` wins over the profile's
+    rule = (REPO / "workflow" / "rules" / "measure.smk").read_text()
+    found = re.search(r"^\s+retries:\s*(\d+)", rule, flags=re.M)
+    retries = int(found.group(1)) if found else yaml.safe_load((PROFILE / "config.yaml").read_text())["retries"]
     attempts = SUBMITTED.findall(out)
     assert len(attempts) == retries + 1, out[-6000:]
 

@@ -107,12 +107,13 @@ def test_nan_and_negative_latencies_are_refused_naming_the_shard(tmp_path, bad, 
     assert str(broken) in str(err.value)
 
 
-def test_what_passes_the_reader_but_no_interval_can_use_is_named(tmp_path):
-    """read_shards lets an infinite latency through; the summary names the cell and repeat
-    instead of returning NaN intervals."""
+def test_an_infinite_latency_is_refused_naming_the_shard(tmp_path):
+    """The reader refuses an infinite latency, naming the file; the summary never sees it
+    (and would name the cell and repeat if it did)."""
     paths = [shard(tmp_path, "fp16", 1, 0, [10.0, 10.1]), shard(tmp_path, "fp16", 1, 1, [10.0, float("inf")])]
-    with pytest.raises(ValueError, match=r"'dtype': 'fp16', 'batch': 1\} rep 1: 1 timed latencies are NaN, infinite"):
+    with pytest.raises(ShardError, match=r"latencies must be finite") as err:
         summary_of(paths)
+    assert str(paths[1]) in str(err.value)
 
 
 def test_summary_is_reproducible_and_per_cell(tmp_path):
