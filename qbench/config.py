@@ -13,10 +13,8 @@ import json
 from dataclasses import asdict, dataclass
 
 from qbench.config_schema import ConfigError
-from qbench.schemes import DEFAULT_TOLERANCE, DtypeConfig
+from qbench.specs import DEFAULT_TOLERANCE, DtypeConfig, TimingConfig, WorkloadConfig
 from qbench.stats import StatsConfig
-from qbench.timing import TimingConfig
-from qbench.workloads import WorkloadConfig
 
 
 __all__ = ["CellConfig", "ConfigError", "Experiment"]

@@ -327,7 +327,7 @@ def provenance_table(samples: pd.DataFrame, generated_at: str | None = None) -> 
 
 def describe_setting(config: dict) -> str:
     """The experiment in a sentence: workloads, dtypes, repeats and iterations."""
-    from qbench.workloads import WorkloadConfig
+    from qbench.specs import WorkloadConfig
 
     parts = []
     for name, spec in config.get("workloads", {}).items():

@@ -13,49 +13,14 @@ elementwise steps around the GEMM.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-SCHEMES = ("fp16", "bf16", "w8a8-int8", "w8a8-fp8")
-IMPLS = ("eager", "compile")
+from qbench.specs import DEFAULT_TOLERANCE, IMPLS, SCHEMES, DtypeConfig  # noqa: F401 (re-exported)
 
 INT8_MAX = 127.0
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
-
-
-@dataclass(frozen=True)
-class DtypeConfig:
-    """One entry under `dtypes:` in the config: the name is the `dtype` wildcard."""
-
-    name: str
-    scheme: str
-    impl: str = "compile"
-    tolerance: float | None = None  # relative error vs the fp16 model; None: the scheme's default
-
-    @classmethod
-    def from_dict(cls, name: str, spec: dict) -> "DtypeConfig":
-        allowed = {"scheme", "impl", "tolerance"}
-        unknown = sorted(set(spec) - allowed)
-        if unknown:
-            raise ValueError(f"dtypes.{name}: unknown keys {unknown}; allowed: {sorted(allowed)}")
-        return cls(name=name, **spec)
-
-    def problems(self) -> list[str]:
-        out = []
-        if self.scheme not in SCHEMES:
-            out.append(f"dtypes.{self.name}.scheme: {self.scheme!r} is not one of {list(SCHEMES)}")
-        if self.impl not in IMPLS:
-            out.append(f"dtypes.{self.name}.impl: {self.impl!r} is not one of {list(IMPLS)}")
-        if self.tolerance is not None and not self.tolerance > 0:
-            out.append(f"dtypes.{self.name}.tolerance: must be > 0, got {self.tolerance}")
-        return out
-
-
-# Relative error (Frobenius norm) of the output against the fp16 model that each scheme
-# is expected to stay under on the default decoder; the config can override per dtype.
-DEFAULT_TOLERANCE = {"fp16": 1e-2, "bf16": 5e-2, "w8a8-int8": 0.1, "w8a8-fp8": 0.15}
 
 
 def activation_dtype(scheme: str) -> torch.dtype:

@@ -25,33 +25,12 @@ import contextlib
 import math
 import statistics
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
-
-@dataclass(frozen=True)
-class TimingConfig:
-    warmup: int = 10  # at least this many untimed forwards ...
-    warmup_ms: float = 25.0  # ... and at least this much time
-    min_iterations: int = 10
-    max_iterations: int = 1000
-    target_rsd: float = 0.005  # stop when the samples' relative standard deviation is below this,
-    target_rse: float = 0.002  # or the mean's relative standard error is below this
-    min_time_s: float = 0.1  # timed time before stopping is considered
-    max_time_s: float = 4.0  # timed time after which the loop stops regardless
-    cuda_graph: bool = True
-    flush_l2: bool = False  # cold: flush L2 before each sample
-    throttle_clock_fraction: float = 0.75
-
-    @classmethod
-    def from_dict(cls, spec: dict) -> "TimingConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(spec) - known)
-        if unknown:
-            raise ValueError(f"timing: unknown keys {unknown}; allowed: {sorted(known)}")
-        return cls(**spec)
+from qbench.specs import TimingConfig  # noqa: F401 (re-exported)
 
 
 @dataclass

@@ -10,66 +10,12 @@ swap them for quantized ones without touching the model code.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-MODELS = ("llama", "gemm")
-
-
-@dataclass(frozen=True)
-class WorkloadConfig:
-    """Shape of one workload, as written under `workloads:` in the config."""
-
-    name: str
-    model: str
-    seq_len: int = 128
-    hidden: int = 2048
-    intermediate: int = 8192
-    heads: int = 32
-    kv_heads: int = 8
-    layers: int = 16
-    rope_theta: float = 500000.0
-    # gemm only: the linear layer is (in_features -> out_features)
-    in_features: int = 4096
-    out_features: int = 4096
-
-    @classmethod
-    def from_dict(cls, name: str, spec: dict) -> "WorkloadConfig":
-        known = {f.name for f in fields(cls)} - {"name"}
-        unknown = sorted(set(spec) - known)
-        if unknown:
-            raise ValueError(f"workloads.{name}: unknown keys {unknown}; allowed: {sorted(known)}")
-        return cls(name=name, **spec)
-
-    def problems(self) -> list[str]:
-        """Shape errors a schema cannot express, each naming the key."""
-        where = f"workloads.{self.name}"
-        out = []
-        if self.model not in MODELS:
-            out.append(f"{where}.model: {self.model!r} is not one of {list(MODELS)}")
-        if self.model == "llama":
-            if self.hidden % self.heads:
-                out.append(f"{where}: hidden ({self.hidden}) is not divisible by heads ({self.heads})")
-            elif (self.hidden // self.heads) % 2:
-                out.append(f"{where}: head size hidden/heads ({self.hidden // self.heads}) must be even for rotary embeddings")
-            if self.heads % self.kv_heads:
-                out.append(f"{where}: heads ({self.heads}) is not divisible by kv_heads ({self.kv_heads})")
-        return out
-
-    def tokens(self, batch: int) -> int:
-        return batch * self.seq_len
-
-    def describe(self) -> str:
-        if self.model == "gemm":
-            return f"gemm {self.in_features}->{self.out_features}, {self.seq_len} tokens per batch item"
-        return (
-            f"llama decoder: {self.layers} layers, hidden {self.hidden}, intermediate {self.intermediate}, "
-            f"{self.heads} heads / {self.kv_heads} KV heads, prefill of {self.seq_len} tokens"
-        )
-
+from qbench.specs import MODELS, WorkloadConfig  # noqa: F401 (re-exported)
 
 def _init_linear(layer: nn.Linear, gen: torch.Generator) -> None:
     # Scaled so activations keep unit-ish magnitude through a deep residual stack.

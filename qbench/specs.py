@@ -1,0 +1,122 @@
+"""The experiment's parts as small, typed, torch-free dataclasses: a workload's shape, a
+dtype entry, the timing loop's settings. Kept apart from the modules that build and time
+models so that reading and checking a config (every Snakemake start, every dry run, every
+SLURM job) does not import torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+MODELS = ("llama", "gemm")
+
+
+@dataclass(frozen=True)
+class WorkloadConfig:
+    """Shape of one workload, as written under `workloads:` in the config."""
+
+    name: str
+    model: str
+    seq_len: int = 128
+    hidden: int = 2048
+    intermediate: int = 8192
+    heads: int = 32
+    kv_heads: int = 8
+    layers: int = 16
+    rope_theta: float = 500000.0
+    # gemm only: the linear layer is (in_features -> out_features)
+    in_features: int = 4096
+    out_features: int = 4096
+
+    @classmethod
+    def from_dict(cls, name: str, spec: dict) -> "WorkloadConfig":
+        known = {f.name for f in fields(cls)} - {"name"}
+        unknown = sorted(set(spec) - known)
+        if unknown:
+            raise ValueError(f"workloads.{name}: unknown keys {unknown}; allowed: {sorted(known)}")
+        return cls(name=name, **spec)
+
+    def problems(self) -> list[str]:
+        """Shape errors a schema cannot express, each naming the key."""
+        where = f"workloads.{self.name}"
+        out = []
+        if self.model not in MODELS:
+            out.append(f"{where}.model: {self.model!r} is not one of {list(MODELS)}")
+        if self.model == "llama":
+            if self.hidden % self.heads:
+                out.append(f"{where}: hidden ({self.hidden}) is not divisible by heads ({self.heads})")
+            elif (self.hidden // self.heads) % 2:
+                out.append(f"{where}: head size hidden/heads ({self.hidden // self.heads}) must be even for rotary embeddings")
+            if self.heads % self.kv_heads:
+                out.append(f"{where}: heads ({self.heads}) is not divisible by kv_heads ({self.kv_heads})")
+        return out
+
+    def tokens(self, batch: int) -> int:
+        return batch * self.seq_len
+
+    def describe(self) -> str:
+        if self.model == "gemm":
+            return f"gemm {self.in_features}->{self.out_features}, {self.seq_len} tokens per batch item"
+        return (
+            f"llama decoder: {self.layers} layers, hidden {self.hidden}, intermediate {self.intermediate}, "
+            f"{self.heads} heads / {self.kv_heads} KV heads, prefill of {self.seq_len} tokens"
+        )
+
+
+SCHEMES = ("fp16", "bf16", "w8a8-int8", "w8a8-fp8")
+IMPLS = ("eager", "compile")
+
+
+@dataclass(frozen=True)
+class DtypeConfig:
+    """One entry under `dtypes:` in the config: the name is the `dtype` wildcard."""
+
+    name: str
+    scheme: str
+    impl: str = "compile"
+    tolerance: float | None = None  # relative error vs the fp16 model; None: the scheme's default
+
+    @classmethod
+    def from_dict(cls, name: str, spec: dict) -> "DtypeConfig":
+        allowed = {"scheme", "impl", "tolerance"}
+        unknown = sorted(set(spec) - allowed)
+        if unknown:
+            raise ValueError(f"dtypes.{name}: unknown keys {unknown}; allowed: {sorted(allowed)}")
+        return cls(name=name, **spec)
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.scheme not in SCHEMES:
+            out.append(f"dtypes.{self.name}.scheme: {self.scheme!r} is not one of {list(SCHEMES)}")
+        if self.impl not in IMPLS:
+            out.append(f"dtypes.{self.name}.impl: {self.impl!r} is not one of {list(IMPLS)}")
+        if self.tolerance is not None and not self.tolerance > 0:
+            out.append(f"dtypes.{self.name}.tolerance: must be > 0, got {self.tolerance}")
+        return out
+
+
+# Relative error (Frobenius norm) of the output against the fp16 model that each scheme
+# is expected to stay under on the default decoder; the config can override per dtype.
+DEFAULT_TOLERANCE = {"fp16": 1e-2, "bf16": 5e-2, "w8a8-int8": 0.1, "w8a8-fp8": 0.15}
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    warmup: int = 10  # at least this many untimed forwards ...
+    warmup_ms: float = 25.0  # ... and at least this much time
+    min_iterations: int = 10
+    max_iterations: int = 1000
+    target_rsd: float = 0.005  # stop when the samples' relative standard deviation is below this,
+    target_rse: float = 0.002  # or the mean's relative standard error is below this
+    min_time_s: float = 0.1  # timed time before stopping is considered
+    max_time_s: float = 4.0  # timed time after which the loop stops regardless
+    cuda_graph: bool = True
+    flush_l2: bool = False  # cold: flush L2 before each sample
+    throttle_clock_fraction: float = 0.75
+
+    @classmethod
+    def from_dict(cls, spec: dict) -> "TimingConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(spec) - known)
+        if unknown:
+            raise ValueError(f"timing: unknown keys {unknown}; allowed: {sorted(known)}")
+        return cls(**spec)
