@@ -64,6 +64,8 @@ class CellConfig:
         cell from one config share it, and a changed config shows in it."""
         d = self.as_dict()
         d.pop("rep")
+        if d["dtype"].get("smoothquant") is None:  # added later: unset keeps earlier runs' hashes
+            d["dtype"].pop("smoothquant", None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

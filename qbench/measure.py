@@ -74,7 +74,7 @@ def run_cell(
         log.warning("cell %s/%s/batch=%s/rep=%s: %s (%s)", wl.name, dt.name, cell.batch, cell.rep, status, detail)
         return make_table([{**base, "status": status, "status_detail": detail, **_peak_mem(device)}], cell.as_dict())
 
-    reason = schemes.unsupported_reason(dt.scheme, device)
+    reason = schemes.unsupported_reason(dt.scheme, device, dt.impl)
     if reason:
         return one_row("unsupported", reason)
     if device.type == "cuda":
@@ -86,11 +86,15 @@ def run_cell(
             model = build_model(wl, device, torch.float16, cell.seed)
             x16 = make_input(wl, cell.batch, device, torch.float16, cell.seed)
             ref = model(x16)
-            model = schemes.apply_scheme(model, dt.scheme)  # casts, or quantizes the fp16 weights in place
-            x = x16.to(schemes.activation_dtype(dt.scheme))
-            del x16
+            calib = None
+            if dt.smoothquant is not None:  # its own inputs: smoothing must not see the timed batch
+                calib = make_input(wl, min(cell.batch, 8), device, torch.float16, cell.seed + 7)
+            # casts, or quantizes the fp16 weights in place
+            model = schemes.apply_scheme(model, dt.scheme, dt.impl, dt.smoothquant, calib)
+            x = x16.to(schemes.activation_dtype(dt.scheme, dt.impl))
+            del x16, calib
             _free(device)
-        if dt.impl == "compile":
+        if dt.impl != "eager":
             model = schemes.compile_model(model)
         t1 = time.perf_counter()
         with torch.inference_mode():

@@ -8,7 +8,10 @@ token. int8 multiplies through `torch._int_mm` (int32 accumulate), fp8 (e4m3) th
 The `eager` implementation writes the quantization as plain torch ops, which is the
 naive path: every step is a separate kernel and a round trip through memory. The
 `compile` implementation hands the same code to torch.compile, which fuses the
-elementwise steps around the GEMM.
+elementwise steps around the GEMM. The `triton` implementation (qbench.triton_layers)
+fuses the quantization into the op that produces each GEMM's input and the
+dequantization into the GEMM's epilogue; `torchao` is torchao's `quantize_`, what users
+reach for. Optional SmoothQuant smoothing (qbench.smoothquant) comes before any of them.
 """
 
 from __future__ import annotations
@@ -23,13 +26,16 @@ INT8_MAX = 127.0
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
 
 
-def activation_dtype(scheme: str) -> torch.dtype:
-    """The 16-bit type the model's non-GEMM parts run in."""
-    return torch.bfloat16 if scheme == "bf16" else torch.float16
+def activation_dtype(scheme: str, impl: str = "compile") -> torch.dtype:
+    """The 16-bit type the model's non-GEMM parts run in. torchao's row-wise fp8 needs bf16."""
+    if scheme == "bf16" or (scheme == "w8a8-fp8" and impl == "torchao"):
+        return torch.bfloat16
+    return torch.float16
 
 
-def unsupported_reason(scheme: str, device: torch.device) -> str | None:
-    """Why this scheme cannot run here, or None. Never silently measure something else."""
+def unsupported_reason(scheme: str, device: torch.device, impl: str = "compile") -> str | None:
+    """Why this scheme and implementation cannot run here, or None. Never silently
+    measure something else."""
     if scheme == "w8a8-fp8":
         if not hasattr(torch, "float8_e4m3fn"):
             return f"torch {torch.__version__} has no float8_e4m3fn"
@@ -38,6 +44,21 @@ def unsupported_reason(scheme: str, device: torch.device) -> str | None:
             if (major, minor) < (8, 9):
                 name = torch.cuda.get_device_name(device)
                 return f"fp8 GEMMs need compute capability >= 8.9; {name} has {major}.{minor}"
+    if impl == "triton":
+        if device.type != "cuda":
+            return "impl triton: qbench's Triton kernels need a CUDA GPU (on the CPU they run only in Triton's interpreter, for tests)"
+        from qbench.triton_kernels import triton_available
+
+        reason = triton_available()
+        if reason:
+            return f"impl triton: {reason}"
+        if torch.cuda.get_device_capability(device) < (8, 0):
+            return f"impl triton: int8/fp8 tensor-core dots need compute capability >= 8.0; {torch.cuda.get_device_name(device)}"
+    if impl == "torchao":
+        try:
+            import torchao  # noqa: F401
+        except Exception as exc:
+            return f"impl torchao: torchao is not importable ({exc.__class__.__name__}: {exc}); pip install 'qbench[torchao]'"
     return None
 
 
@@ -101,10 +122,27 @@ def probe_fp8_output(module: Fp8Linear, device: torch.device) -> None:
         module(x)
 
 
-def apply_scheme(model: nn.Module, scheme: str) -> nn.Module:
-    """Replace every nn.Linear in a 16-bit model by the scheme's layer, in place."""
+def apply_scheme(
+    model: nn.Module, scheme: str, impl: str = "compile", smoothquant: float | None = None,
+    calibration: torch.Tensor | None = None,
+) -> nn.Module:  # fmt: skip
+    """Turn a 16-bit model into the scheme's, in place: cast it, or quantize every linear
+    layer the way `impl` does (optionally smoothing first, from `calibration` inputs)."""
     if scheme in ("fp16", "bf16"):
         return model.to(activation_dtype(scheme))
+    if smoothquant is not None:
+        if calibration is None:
+            raise ValueError("smoothquant needs calibration inputs")
+        from qbench.smoothquant import smooth_decoder
+
+        smooth_decoder(model, calibration, smoothquant)
+    kind = "int8" if scheme == "w8a8-int8" else "fp8"
+    if impl == "triton":
+        from qbench.triton_layers import apply_triton
+
+        return apply_triton(model, kind)
+    if impl == "torchao":
+        return apply_torchao(model, kind)
     cls = {"w8a8-int8": Int8Linear, "w8a8-fp8": Fp8Linear}[scheme]
     out_dtype = activation_dtype(scheme)
     for parent in list(model.modules()):
@@ -116,6 +154,24 @@ def apply_scheme(model: nn.Module, scheme: str) -> nn.Module:
         for m in model.modules():
             if isinstance(m, Fp8Linear):
                 probe_fp8_output(m, device)
+    return model
+
+
+def apply_torchao(model: nn.Module, kind: str) -> nn.Module:
+    """torchao's dynamic W8A8 with per-token activation and per-channel weight scales; its
+    row-wise fp8 needs the model in bf16."""
+    from torchao.quantization import (
+        Float8DynamicActivationFloat8WeightConfig,
+        Int8DynamicActivationInt8WeightConfig,
+        PerRow,
+        quantize_,
+    )
+
+    if kind == "int8":
+        quantize_(model, Int8DynamicActivationInt8WeightConfig())
+    else:
+        model = model.to(torch.bfloat16)
+        quantize_(model, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()))
     return model
 
 

@@ -63,7 +63,11 @@ class WorkloadConfig:
 
 
 SCHEMES = ("fp16", "bf16", "w8a8-int8", "w8a8-fp8")
-IMPLS = ("eager", "compile")
+# eager: plain torch ops (the naive path); compile: torch.compile; triton: qbench's fused
+# Triton kernels (W8A8 only); torchao: torchao's quantize_ (W8A8 only, optional extra)
+IMPLS = ("eager", "compile", "triton", "torchao")
+W8A8_ONLY_IMPLS = ("triton", "torchao")
+DEFAULT_SMOOTHQUANT_ALPHA = 0.5
 
 
 @dataclass(frozen=True)
@@ -74,13 +78,21 @@ class DtypeConfig:
     scheme: str
     impl: str = "compile"
     tolerance: float | None = None  # relative error vs the fp16 model; None: the scheme's default
+    # SmoothQuant's migration strength alpha, or None for no smoothing; `true` means 0.5
+    smoothquant: float | None = None
 
     @classmethod
     def from_dict(cls, name: str, spec: dict) -> "DtypeConfig":
-        allowed = {"scheme", "impl", "tolerance"}
+        allowed = {"scheme", "impl", "tolerance", "smoothquant"}
         unknown = sorted(set(spec) - allowed)
         if unknown:
             raise ValueError(f"dtypes.{name}: unknown keys {unknown}; allowed: {sorted(allowed)}")
+        spec = dict(spec)
+        sq = spec.get("smoothquant")
+        if sq is True:
+            spec["smoothquant"] = DEFAULT_SMOOTHQUANT_ALPHA
+        elif sq is False:
+            spec["smoothquant"] = None
         return cls(name=name, **spec)
 
     def problems(self) -> list[str]:
@@ -89,8 +101,15 @@ class DtypeConfig:
             out.append(f"dtypes.{self.name}.scheme: {self.scheme!r} is not one of {list(SCHEMES)}")
         if self.impl not in IMPLS:
             out.append(f"dtypes.{self.name}.impl: {self.impl!r} is not one of {list(IMPLS)}")
+        elif self.impl in W8A8_ONLY_IMPLS and not self.scheme.startswith("w8a8"):
+            out.append(f"dtypes.{self.name}.impl: {self.impl!r} quantizes, so it needs a w8a8 scheme, not {self.scheme!r}")
         if self.tolerance is not None and not self.tolerance > 0:
             out.append(f"dtypes.{self.name}.tolerance: must be > 0, got {self.tolerance}")
+        if self.smoothquant is not None:
+            if not self.scheme.startswith("w8a8"):
+                out.append(f"dtypes.{self.name}.smoothquant: smoothing is for w8a8 schemes, not {self.scheme!r}")
+            if isinstance(self.smoothquant, bool) or not isinstance(self.smoothquant, (int, float)) or not 0 < self.smoothquant < 1:
+                out.append(f"dtypes.{self.name}.smoothquant: alpha must be a number in (0, 1) or true, got {self.smoothquant!r}")
         return out
 
 

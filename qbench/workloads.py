@@ -64,18 +64,23 @@ class DecoderLayer(nn.Module):
         self.down = nn.Linear(cfg.intermediate, cfg.hidden, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        b, t, h = x.shape
-        kv = self.kv_heads * self.head_dim
-        qkv = self.qkv(self.input_norm(x))
+        attn = self.attend(self.qkv(self.input_norm(x)), cos, sin)
+        x = x + self.o(attn)
+        gate, up = self.gate_up(self.post_norm(x)).chunk(2, dim=-1)
+        return x + self.down(F.silu(gate) * up)
+
+    def attend(self, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Rotary embeddings and causal grouped-query attention, from the fused q|k|v
+        projection (batch, tokens, q+k+v) to the heads' output (batch, tokens, hidden)."""
+        b, t, _ = qkv.shape
+        h, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
         q, k, v = qkv.split([h, kv, kv], dim=-1)
         q = q.view(b, t, self.heads, self.head_dim).transpose(1, 2)
         k = k.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
         v = v.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-        x = x + self.o(attn.transpose(1, 2).reshape(b, t, h))
-        gate, up = self.gate_up(self.post_norm(x)).chunk(2, dim=-1)
-        return x + self.down(F.silu(gate) * up)
+        return attn.transpose(1, 2).reshape(b, t, h)
 
 
 class LlamaDecoder(nn.Module):

@@ -47,7 +47,7 @@ CASES = {
     "unknown key": (_set("batchsize", [2]), [f"config key batchsize: not a known key; allowed: {TOP_KEYS}"]),
     "unknown nested key": (
         _set("dtypes.w8a8.precision", "int8"),
-        ["config key dtypes.w8a8.precision: not a known key; allowed: ['impl', 'scheme', 'tolerance']"],
+        ["config key dtypes.w8a8.precision: not a known key; allowed: ['impl', 'scheme', 'smoothquant', 'tolerance']"],
     ),
     "wrong type (string for integer)": (
         _set("repeats", "three"),
@@ -91,6 +91,22 @@ CASES = {
     "kv_heads do not divide heads": (
         _set("workloads.llama-tiny.kv_heads", 3),
         ["config key workloads.llama-tiny: heads (4) is not divisible by kv_heads (3)"],
+    ),
+    "unknown impl": (
+        _set("dtypes.w8a8.impl", "cuda"),
+        ["config key dtypes.w8a8.impl: 'cuda' is not one of ['eager', 'compile', 'triton', 'torchao']"],
+    ),
+    "quantizing impl on a 16-bit scheme": (
+        _set("dtypes.fp16.impl", "triton"),
+        ["config key dtypes.fp16.impl: 'triton' quantizes, so it needs a w8a8 scheme, not 'fp16'"],
+    ),
+    "smoothquant alpha out of range": (
+        _set("dtypes.w8a8.smoothquant", 1.5),
+        ["config key dtypes.w8a8.smoothquant: must be < 1, got 1.5"],
+    ),
+    "smoothquant on a 16-bit scheme": (
+        _set("dtypes.fp16.smoothquant", True),
+        ["config key dtypes.fp16.smoothquant: smoothing is for w8a8 schemes, not 'fp16'"],
     ),
     "unknown device": (_set("device", "gpu"), ["config key device: 'gpu' is not one of ['auto', 'cuda', 'cpu']"]),
     "unknown on_bad_shard": (

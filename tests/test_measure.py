@@ -50,3 +50,17 @@ def test_compiled_cell():
     df = run_cell(cell("w8a8-int8", impl="compile", workload=TINY_GEMM, iterations=3)).to_pandas()
     assert (df["status"] == "ok").all() and df["impl"].iloc[0] == "compile"
     assert df["setup_s"].iloc[0] > 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the Triton kernels run")
+def test_triton_on_the_cpu_is_an_unsupported_cell_not_a_crash():
+    df = run_cell(cell("w8a8-int8", impl="triton")).to_pandas()
+    assert len(df) == 1 and df["status"].iloc[0] == "unsupported"
+    assert "CUDA GPU" in df["status_detail"].iloc[0] and df["impl"].iloc[0] == "triton"
+
+
+def test_smoothed_int8_cell_is_measured_with_its_alpha_in_the_config():
+    c = dataclasses.replace(cell("w8a8-int8"), dtype=DtypeConfig("d", "w8a8-int8", "eager", smoothquant=0.5))
+    df = run_cell(c).to_pandas()
+    assert (df["status"] == "ok").all() and df["rel_error"].iloc[0] < 0.15
+    assert c.config_hash() != cell("w8a8-int8").config_hash()

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from qbench import schemes
-from qbench.workloads import build_model, make_input
+from qbench.workloads import WorkloadConfig, build_model, make_input
 from tests.conftest import TINY_LLAMA
 
 
@@ -64,3 +64,54 @@ def test_whole_model_error_against_fp16(scheme, max_err):
 def test_fp8_is_supported_on_cpu_and_reason_names_the_gpu_otherwise():
     assert schemes.unsupported_reason("w8a8-fp8", torch.device("cpu")) is None
     assert schemes.unsupported_reason("w8a8-int8", torch.device("cpu")) is None
+
+
+def test_smoothquant_lowers_the_error_when_activations_have_outlier_channels():
+    """The case SmoothQuant exists for: a few input channels 30x larger than the rest
+    (made through the norm weights, as in real LLMs). Smoothing folds them into the
+    weights; the product is unchanged in exact arithmetic, the int8 error drops."""
+    from qbench.smoothquant import smooth_decoder
+
+    wl = WorkloadConfig(name="t", model="llama", seq_len=8, hidden=64, intermediate=128, heads=4, kv_heads=2, layers=2)
+
+    def model():
+        m = build_model(wl, "cpu", torch.float16, 0)
+        for layer in m.layers:
+            layer.input_norm.weight.data[:4] = 30.0
+            layer.post_norm.weight.data[5:8] = 30.0
+        return m
+
+    with torch.inference_mode():
+        x = make_input(wl, 4, "cpu", torch.float16, 0)
+        calib = make_input(wl, 2, "cpu", torch.float16, 7)
+        ref = model()(x)
+        smoothed = model()
+        assert smooth_decoder(smoothed, calib, 0.5) == 4  # q|k|v and gate|up of 2 layers
+        assert schemes.relative_error(smoothed(x), ref) < 0.01  # same function before quantizing
+        plain = schemes.relative_error(schemes.apply_scheme(model(), "w8a8-int8", "eager")(x), ref)
+        smooth = schemes.relative_error(
+            schemes.apply_scheme(model(), "w8a8-int8", "eager", smoothquant=0.5, calibration=calib)(x), ref
+        )
+    assert smooth < 0.7 * plain, (smooth, plain)
+
+
+def test_smoothquant_needs_calibration_and_skips_models_without_norms():
+    from qbench.smoothquant import smooth_decoder
+
+    wl = WorkloadConfig(name="g", model="gemm", seq_len=4, in_features=32, out_features=16)
+    m = build_model(wl, "cpu", torch.float16, 0)
+    x = make_input(wl, 2, "cpu", torch.float16, 0)
+    assert smooth_decoder(m, x, 0.5) == 0
+    with pytest.raises(ValueError, match="calibration"):
+        schemes.apply_scheme(m, "w8a8-int8", "eager", smoothquant=0.5)
+
+
+def test_triton_and_torchao_say_why_they_cannot_run():
+    cpu = torch.device("cpu")
+    assert "need a CUDA GPU" in schemes.unsupported_reason("w8a8-int8", cpu, "triton")
+    try:
+        import torchao  # noqa: F401
+    except ImportError:
+        assert "pip install 'qbench[torchao]'" in schemes.unsupported_reason("w8a8-int8", cpu, "torchao")
+    assert schemes.activation_dtype("w8a8-fp8", "torchao") == torch.bfloat16
+    assert schemes.activation_dtype("w8a8-fp8", "triton") == torch.float16

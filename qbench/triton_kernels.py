@@ -1,0 +1,269 @@
+"""Hand-written Triton kernels for W8A8: the fused path of the `triton` implementation.
+
+Three kernels, each one pass over memory:
+- `quantize_rows`: per-token (per-row) symmetric quantization to int8 or fp8 e4m3, with
+  an optional RMSNorm in front (`rmsnorm_quant`) or SiLU(gate) * up in front
+  (`silu_mul_quant`), so the 16-bit activation that feeds a GEMM is never written to
+  memory: it is read once and leaves as 8-bit values and one fp32 scale per row;
+- `w8a8_gemm`: int8 x int8 -> int32 (or e4m3 x e4m3 -> fp32) with the dequantization in
+  the epilogue (per-token scale x per-output-channel scale), an optional residual added
+  there too, and fp16 written directly: no int32 or fp32 intermediate in memory.
+
+Kernels are plain functions here and are jitted on first use: compiled for CUDA tensors;
+with TRITON_INTERPRET=1 (set before triton is imported) Triton's interpreter runs them on
+CPU tensors, so tests and CI check the same code that runs on the GPU. Nothing touches CUDA at import, so a fork-server may import this.
+
+Tile configurations come from `qbench/triton_configs.json` (made by
+`scripts/tune_triton.py` on the GPU and kept in the repository); shapes not in it use
+the default of their kind.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import torch
+
+INT8_MAX = 127.0
+FP8_MAX = 448.0
+CONFIGS_FILE = Path(__file__).with_name("triton_configs.json")
+# a sound choice on Hopper for the large-M shapes of a prefill; tuned entries override it
+DEFAULT_GEMM = {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 128, "GROUP_M": 8, "num_warps": 8, "num_stages": 3}
+# the interpreter is numpy: small tiles keep tests fast
+INTERPRET_GEMM = {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 4, "num_warps": 4, "num_stages": 1}
+
+
+def triton_available() -> str | None:
+    """Why the Triton kernels cannot run on the GPU here, or None."""
+    try:
+        import triton  # noqa: F401
+    except Exception as exc:  # not installed, or broken
+        return f"triton is not importable ({exc.__class__.__name__}: {exc})"
+    return None
+
+
+# --- kernels (jitted lazily by `_kernel`) ------------------------------------------------
+
+
+def _quantize_rows_kernel(
+    x_ptr, w_ptr, q_ptr, s_ptr, N, stride_x, stride_q, eps,
+    QMAX: tl.constexpr, MODE: tl.constexpr, IS_INT: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    # MODE 0: quantize x; 1: RMSNorm(x) * w, then quantize; 2: silu(x[:N]) * x[N:2N], then quantize
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK)
+    mask = cols < N
+    x = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+    if MODE == 1:
+        var = tl.sum(x * x, axis=0) / N
+        w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+        x = x * tl.rsqrt(var + eps) * w
+    if MODE == 2:
+        up = tl.load(x_ptr + row * stride_x + N + cols, mask=mask, other=0.0).to(tl.float32)
+        x = x / (1.0 + tl.exp(-x)) * up
+    amax = tl.maximum(tl.max(tl.abs(x), axis=0), 1e-8)
+    scale = amax / QMAX
+    y = tl.minimum(tl.maximum(x / scale, -QMAX), QMAX)
+    a = tl.abs(y)
+    if IS_INT:
+        step = 1.0
+    else:
+        # round onto the e4m3 grid (3 mantissa bits; subnormals share 2^-6's step) so the
+        # cast is exact: the same values as torch's cast, on the GPU and in the interpreter
+        # (whose fp8 cast loses the carry when rounding up to the next power of two)
+        step = tl.exp2(tl.floor(tl.log2(tl.maximum(a, 0.015625))) - 3.0)
+    t = a / step
+    r = tl.floor(t + 0.5)
+    r = tl.where((r - t == 0.5) & (r % 2.0 == 1.0), r - 1.0, r)  # ties to even, as torch rounds
+    a = r * step
+    y = tl.where(y < 0, -a, a).to(q_ptr.dtype.element_ty)
+    tl.store(q_ptr + row * stride_q + cols, y, mask=mask)
+    tl.store(s_ptr + row, scale)
+
+
+def _w8a8_gemm_kernel(
+    a_ptr, b_ptr, c_ptr, sa_ptr, sb_ptr, r_ptr, M, N, K,
+    stride_am, stride_ak, stride_bn, stride_bk, stride_cm, stride_cn, stride_rm, stride_rn,
+    IS_INT: tl.constexpr, HAS_RESIDUAL: tl.constexpr, EVEN_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):  # fmt: skip
+    # C[m, n] = (sum_k A[m, k] B[n, k]) * sa[m] * sb[n] (+ R[m, n]); B is the (N, K) weight
+    pid = tl.program_id(0)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    # grouped order: GROUP_M row-blocks share the B tiles they read while in L2
+    per_group = GROUP_M * num_pid_n
+    first_m = (pid // per_group) * GROUP_M
+    group_m = tl.minimum(num_pid_m - first_m, GROUP_M)
+    pid_m = first_m + ((pid % per_group) % group_m)
+    pid_n = (pid % per_group) // group_m
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    # rows/cols past the edge read valid memory (wrapped) and are masked at the store
+    am = (offs_m % M).to(tl.int64)
+    bn = (offs_n % N).to(tl.int64)
+    a_ptrs = a_ptr + am[:, None] * stride_am + offs_k[None, :] * stride_ak
+    b_ptrs = b_ptr + offs_k[:, None] * stride_bk + bn[None, :] * stride_bn
+    if IS_INT:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(0, tl.cdiv(K, BLOCK_K)):
+        if EVEN_K:
+            a = tl.load(a_ptrs)
+            b = tl.load(b_ptrs)
+        else:
+            rem = K - k * BLOCK_K
+            a = tl.load(a_ptrs, mask=offs_k[None, :] < rem, other=0.0)
+            b = tl.load(b_ptrs, mask=offs_k[:, None] < rem, other=0.0)
+        if IS_INT:
+            acc = tl.dot(a, b, acc, out_dtype=tl.int32)
+        else:
+            acc = tl.dot(a, b, acc)
+        a_ptrs += BLOCK_K * stride_ak
+        b_ptrs += BLOCK_K * stride_bk
+    sa = tl.load(sa_ptr + offs_m, mask=offs_m < M, other=0.0)
+    sb = tl.load(sb_ptr + offs_n, mask=offs_n < N, other=0.0)
+    c = acc.to(tl.float32) * sa[:, None] * sb[None, :]
+    mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+    rows = offs_m.to(tl.int64)[:, None]
+    if HAS_RESIDUAL:
+        r = tl.load(r_ptr + rows * stride_rm + offs_n[None, :] * stride_rn, mask=mask, other=0.0)
+        c += r.to(tl.float32)
+    tl.store(c_ptr + rows * stride_cm + offs_n[None, :] * stride_cn, c.to(c_ptr.dtype.element_ty), mask=mask)
+
+
+def interpreting() -> bool:
+    """Whether Triton runs kernels in its interpreter (TRITON_INTERPRET=1 when triton was
+    imported): the only way they run on CPU tensors."""
+    from triton import knobs
+
+    return bool(knobs.runtime.interpret)
+
+
+@functools.cache
+def _kernel(name: str, on_cpu: bool):
+    """The kernel `name`, jitted: compiled for the GPU, or run by Triton's interpreter."""
+    import triton
+
+    if on_cpu and not interpreting():
+        raise RuntimeError(
+            "the Triton kernels run on CPU tensors only in Triton's interpreter: set TRITON_INTERPRET=1 "
+            "before triton is first imported"
+        )
+    return triton.jit(globals()[name])
+
+
+# The kernels' annotations name `tl`; importing triton.language is cheap and CUDA-free,
+# but keep this module importable (for `triton_available`) where triton is missing.
+try:
+    import triton.language as tl
+except Exception:  # pragma: no cover - triton missing: the kernels are unavailable
+    tl = None
+
+
+# --- configs ----------------------------------------------------------------------------
+
+
+@functools.cache
+def _tuned() -> dict:
+    return json.loads(CONFIGS_FILE.read_text()) if CONFIGS_FILE.exists() else {}
+
+
+def gemm_config(kind: str, m: int, n: int, k: int, device: torch.device) -> dict:
+    """Tile configuration for an (m, n, k) GEMM of `kind` ('int8' or 'fp8') on `device`:
+    the tuned entry for this GPU, kind and (n, k) with the nearest power-of-two M, else
+    the default."""
+    if device.type != "cuda":
+        return dict(INTERPRET_GEMM)
+    table = _tuned().get(torch.cuda.get_device_name(device), {}).get(kind, {})
+    entry = table.get(f"{n}x{k}")
+    if not entry:
+        return dict(DEFAULT_GEMM)
+    ms = sorted(int(key) for key in entry)
+    target = 1 << max(m - 1, 1).bit_length()
+    best = min(ms, key=lambda key: abs(key.bit_length() - target.bit_length()))
+    return dict(entry[str(best)])
+
+
+# --- wrappers -----------------------------------------------------------------------------
+
+
+def _qspec(qdtype: torch.dtype) -> tuple[float, bool]:
+    if qdtype == torch.int8:
+        return INT8_MAX, True
+    return FP8_MAX, False
+
+
+def _row_launch(x2: torch.Tensor, w, n: int, mode: int, qdtype: torch.dtype, eps: float):
+    qmax, is_int = _qspec(qdtype)
+    m = x2.shape[0]
+    q = torch.empty((m, n), device=x2.device, dtype=qdtype)
+    s = torch.empty((m, 1), device=x2.device, dtype=torch.float32)
+    block = max(16, 1 << (n - 1).bit_length())
+    kernel = _kernel("_quantize_rows_kernel", x2.device.type != "cuda")
+    opts = {} if x2.device.type != "cuda" else {"num_warps": 4 if block <= 2048 else 8 if block <= 8192 else 16}
+    kernel[(m,)](
+        x2, w if w is not None else x2, q, s, n, x2.stride(0), q.stride(0), eps,
+        QMAX=qmax, MODE=mode, IS_INT=is_int, BLOCK=block, **opts,
+    )  # fmt: skip
+    return q, s
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    x2 = x.reshape(-1, x.shape[-1])
+    return x2 if x2.stride(-1) == 1 else x2.contiguous()
+
+
+def quantize_rows(x: torch.Tensor, qdtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q, scale) for x viewed as rows: q in `qdtype` (M, K), scale fp32 (M, 1), x ~= q * scale."""
+    x2 = _rows(x)
+    return _row_launch(x2, None, x2.shape[1], 0, qdtype, 0.0)
+
+
+def rmsnorm_quant(x: torch.Tensor, weight: torch.Tensor, eps: float, qdtype: torch.dtype):
+    """quantize_rows(RMSNorm(x) * weight) in one pass."""
+    x2 = _rows(x)
+    return _row_launch(x2, weight, x2.shape[1], 1, qdtype, eps)
+
+
+def silu_mul_quant(gate_up: torch.Tensor, qdtype: torch.dtype):
+    """quantize_rows(silu(gate) * up) in one pass, where gate_up = [gate | up] on the last dim."""
+    x2 = _rows(gate_up)
+    return _row_launch(x2, None, x2.shape[1] // 2, 2, qdtype, 0.0)
+
+
+def w8a8_gemm(
+    a: torch.Tensor, a_scale: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor,
+    out_dtype: torch.dtype = torch.float16, residual: torch.Tensor | None = None,
+    config: dict | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """(a @ w.T) * a_scale * w_scale (+ residual) in `out_dtype`: a (M, K) and w (N, K) both
+    int8 or both fp8 e4m3, a_scale (M, 1) and w_scale (1, N) or (N,) fp32."""
+    m, k = a.shape
+    n, k2 = w.shape
+    if k != k2 or a.dtype != w.dtype:
+        raise ValueError(f"w8a8_gemm: a {tuple(a.shape)} {a.dtype} and w {tuple(w.shape)} {w.dtype} do not match")
+    is_int = a.dtype == torch.int8
+    cfg = dict(config or gemm_config("int8" if is_int else "fp8", m, n, k, a.device))
+    c = torch.empty((m, n), device=a.device, dtype=out_dtype)
+    r = residual.reshape(m, n) if residual is not None else c
+    bm, bn = cfg.pop("BLOCK_M"), cfg.pop("BLOCK_N")
+    grid = (triton_cdiv(m, bm) * triton_cdiv(n, bn),)
+    if a.device.type != "cuda":
+        cfg.pop("num_warps", None), cfg.pop("num_stages", None)
+    kernel = _kernel("_w8a8_gemm_kernel", a.device.type != "cuda")
+    kernel[grid](
+        a, w, c, a_scale.reshape(-1), w_scale.reshape(-1), r, m, n, k,
+        a.stride(0), a.stride(1), w.stride(0), w.stride(1), c.stride(0), c.stride(1), r.stride(0), r.stride(1),
+        IS_INT=is_int, HAS_RESIDUAL=residual is not None, EVEN_K=k % cfg["BLOCK_K"] == 0,
+        BLOCK_M=bm, BLOCK_N=bn, **cfg,
+    )  # fmt: skip
+    return c
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b)

@@ -1,0 +1,138 @@
+"""The `triton` implementation of W8A8: model layers built on qbench.triton_kernels.
+
+A decoder layer becomes five kernels around attention, each reading its input once:
+
+    x ─ rmsnorm_quant ─ gemm(qkv) ─ rotary+attention ─ quantize_rows ─ gemm(o, +x)
+      ─ rmsnorm_quant ─ gemm(gate|up) ─ silu_mul_quant ─ gemm(down, +x)
+
+The kernels are registered as torch custom ops (`qbench::...`), so torch.compile treats
+them as opaque calls and compiles only the glue between them (rotary, the attention's
+layout changes), and CUDA graphs capture them like any kernel.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from qbench import triton_kernels as tk
+
+QDTYPES = {"int8": torch.int8, "fp8": torch.float8_e4m3fn}
+
+
+@torch.library.custom_op("qbench::quantize_rows", mutates_args=())
+def quantize_rows_op(x: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return tk.quantize_rows(x, QDTYPES[kind])
+
+
+@torch.library.custom_op("qbench::rmsnorm_quant", mutates_args=())
+def rmsnorm_quant_op(x: torch.Tensor, weight: torch.Tensor, eps: float, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return tk.rmsnorm_quant(x, weight, eps, QDTYPES[kind])
+
+
+@torch.library.custom_op("qbench::silu_mul_quant", mutates_args=())
+def silu_mul_quant_op(gate_up: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return tk.silu_mul_quant(gate_up, QDTYPES[kind])
+
+
+@torch.library.custom_op("qbench::w8a8_gemm", mutates_args=())
+def w8a8_gemm_op(
+    a: torch.Tensor, a_scale: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, residual: torch.Tensor | None
+) -> torch.Tensor:
+    return tk.w8a8_gemm(a, a_scale, w, w_scale, torch.float16, residual)
+
+
+def _rows_fake(x: torch.Tensor, n: int, kind: str):
+    m = x.numel() // x.shape[-1]
+    return x.new_empty((m, n), dtype=QDTYPES[kind]), x.new_empty((m, 1), dtype=torch.float32)
+
+
+@quantize_rows_op.register_fake
+def _(x, kind):
+    return _rows_fake(x, x.shape[-1], kind)
+
+
+@rmsnorm_quant_op.register_fake
+def _(x, weight, eps, kind):
+    return _rows_fake(x, x.shape[-1], kind)
+
+
+@silu_mul_quant_op.register_fake
+def _(gate_up, kind):
+    return _rows_fake(gate_up, gate_up.shape[-1] // 2, kind)
+
+
+@w8a8_gemm_op.register_fake
+def _(a, a_scale, w, w_scale, residual):
+    return a.new_empty((a.shape[0], w.shape[0]), dtype=torch.float16)
+
+
+class QuantWeight(nn.Module):
+    """A linear layer's weight, quantized per output channel: (N, K) values, (1, N) scales."""
+
+    def __init__(self, linear: nn.Linear, kind: str):
+        super().__init__()
+        from qbench.schemes import FP8_MAX, INT8_MAX, quantize_rows
+
+        wq, ws = quantize_rows(linear.weight.detach(), INT8_MAX if kind == "int8" else FP8_MAX, QDTYPES[kind])
+        self.register_buffer("weight_q", wq.contiguous())
+        self.register_buffer("weight_scale", ws.view(1, -1).contiguous())
+
+    def forward(self, xq: torch.Tensor, xs: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        return w8a8_gemm_op(xq, xs, self.weight_q, self.weight_scale, residual)
+
+
+class TritonLinear(nn.Module):
+    """A W8A8 linear layer on its own: quantize the input rows, then the fused GEMM."""
+
+    def __init__(self, linear: nn.Linear, kind: str):
+        super().__init__()
+        self.kind = kind
+        self.weight = QuantWeight(linear, kind)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xq, xs = quantize_rows_op(x, self.kind)
+        return self.weight(xq, xs).view(*x.shape[:-1], -1)
+
+
+class TritonDecoderLayer(nn.Module):
+    """A `qbench.workloads.DecoderLayer` with every GEMM in W8A8 and the quantization
+    fused into the op that produces each GEMM's input. Attention is the original's."""
+
+    def __init__(self, layer: nn.Module, kind: str):
+        super().__init__()
+        self.kind = kind
+        self.layer = layer  # for attend(); its linear layers are dropped below
+        self.input_norm_weight, self.input_eps = layer.input_norm.weight, layer.input_norm.eps
+        self.post_norm_weight, self.post_eps = layer.post_norm.weight, layer.post_norm.eps
+        self.qkv, self.o = QuantWeight(layer.qkv, kind), QuantWeight(layer.o, kind)
+        self.gate_up, self.down = QuantWeight(layer.gate_up, kind), QuantWeight(layer.down, kind)
+        for name in ("qkv", "o", "gate_up", "down"):
+            delattr(layer, name)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        b, t, h = x.shape
+        xq, xs = rmsnorm_quant_op(x, self.input_norm_weight, self.input_eps, self.kind)
+        attn = self.layer.attend(self.qkv(xq, xs).view(b, t, -1), cos, sin)
+        aq, as_ = quantize_rows_op(attn, self.kind)
+        x = self.o(aq, as_, x.reshape(b * t, h))
+        hq, hs = rmsnorm_quant_op(x, self.post_norm_weight, self.post_eps, self.kind)
+        mq, ms = silu_mul_quant_op(self.gate_up(hq, hs), self.kind)
+        return self.down(mq, ms, x).view(b, t, h)
+
+
+def apply_triton(model: nn.Module, kind: str) -> nn.Module:
+    """Swap the model's layers for the Triton W8A8 ones, in place."""
+    from qbench.workloads import DecoderLayer
+
+    layers = getattr(model, "layers", None)
+    if layers is not None:
+        for i, layer in enumerate(layers):
+            if isinstance(layer, DecoderLayer):
+                layers[i] = TritonDecoderLayer(layer, kind)
+        return model
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear):
+                setattr(parent, name, TritonLinear(child, kind))
+    return model

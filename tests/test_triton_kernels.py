@@ -1,0 +1,148 @@
+"""qbench's Triton kernels against torch, on fresh random inputs of several shapes (tile
+edges included). On the CPU they run for real in Triton's interpreter (conftest sets
+TRITON_INTERPRET=1 where there is no GPU); on a GPU, compiled, with the tuned tiles."""
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton")
+
+from qbench import schemes  # noqa: E402
+from qbench import triton_kernels as tk  # noqa: E402
+from qbench.workloads import WorkloadConfig, build_model, make_input  # noqa: E402
+
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+if not CUDA and not tk.interpreting():
+    pytest.skip("no GPU and TRITON_INTERPRET is not set", allow_module_level=True)
+
+QDTYPES = [(torch.int8, 127.0), (torch.float8_e4m3fn, 448.0)]
+# (M, K, N): tile multiples and not, K not a multiple of BLOCK_K (interpreter tiles are 32)
+SHAPES = [(37, 64, 48), (64, 80, 96), (1, 32, 33)] + ([(1000, 2048, 3000), (4096, 8192, 2048)] if CUDA else [])
+TINY = WorkloadConfig(name="tiny", model="llama", seq_len=8, hidden=64, intermediate=96, heads=4, kv_heads=2, layers=2)
+
+
+def ids(q):
+    return "int8" if q[0] == torch.int8 else "fp8"
+
+
+def rand(*shape, seed, scale=1.0):
+    g = torch.Generator(device=DEVICE).manual_seed(seed)
+    return (torch.randn(shape, generator=g, device=DEVICE) * scale).half()
+
+
+def assert_codes_match(q, s, ref_q, ref_s, allow):
+    """Same 8-bit codes as torch's reference quantization (on the GPU, division may round
+    differently in the last bit: up to `allow` codes may differ, by one step)."""
+    assert q.dtype == ref_q.dtype and q.shape == ref_q.shape
+    torch.testing.assert_close(s, ref_s, rtol=1e-6, atol=0)
+    diff = (q.float() - ref_q.float()).abs()
+    assert int((diff > 0).sum()) <= allow * diff.numel(), f"{int((diff > 0).sum())} codes differ"
+    if ref_q.dtype == torch.int8:
+        assert float(diff.max()) <= 1
+
+
+@pytest.mark.parametrize("q", QDTYPES, ids=ids)
+@pytest.mark.parametrize("m,k", [(37, 64), (5, 100), (3, 2048)])
+def test_quantize_rows_matches_torch(q, m, k):
+    qdtype, qmax = q
+    x = rand(m, k, seed=m * k, scale=3.0)
+    x[0, 0] = 0.0
+    got = tk.quantize_rows(x, qdtype)
+    ref = schemes.quantize_rows(x, qmax, qdtype)
+    assert_codes_match(*got, *ref, allow=0 if not CUDA else 1e-3)
+
+
+@pytest.mark.parametrize("q", QDTYPES, ids=ids)
+def test_rmsnorm_quant_is_norm_then_quantize(q):
+    qdtype, qmax = q
+    x, w = rand(29, 96, seed=1, scale=2.0), rand(96, seed=2).abs() + 0.5
+    got = tk.rmsnorm_quant(x, w, 1e-5, qdtype)
+    xf = x.float()
+    normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-5) * w.float()
+    assert_codes_match(*got, *schemes.quantize_rows(normed, qmax, qdtype), allow=0.01)
+
+
+@pytest.mark.parametrize("q", QDTYPES, ids=ids)
+def test_silu_mul_quant_is_swiglu_then_quantize(q):
+    qdtype, qmax = q
+    gu = rand(23, 2 * 72, seed=3, scale=2.0)
+    got = tk.silu_mul_quant(gu, qdtype)
+    h = torch.nn.functional.silu(gu[:, :72].float()) * gu[:, 72:].float()
+    assert_codes_match(*got, *schemes.quantize_rows(h, qmax, qdtype), allow=0.01)
+
+
+@pytest.mark.parametrize("q", QDTYPES, ids=ids)
+@pytest.mark.parametrize("m,k,n", SHAPES)
+@pytest.mark.parametrize("residual", [False, True])
+def test_gemm_dequantizes_in_its_epilogue(q, m, k, n, residual):
+    qdtype, qmax = q
+    if qdtype != torch.int8 and CUDA and torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("fp8 needs compute capability 8.9")
+    a, sa = schemes.quantize_rows(rand(m, k, seed=m + k), qmax, qdtype)
+    w, sw = schemes.quantize_rows(rand(n, k, seed=n + 7), qmax, qdtype)
+    r = rand(m, n, seed=11) if residual else None
+    got = tk.w8a8_gemm(a, sa, w, sw.view(1, -1), residual=r)
+    assert got.dtype == torch.float16 and got.shape == (m, n)
+    ref = (a.double() @ w.double().t()) * sa.double() * sw.view(1, -1).double()
+    if residual:
+        ref = ref + r.double()
+    # the only rounding is the final fp16 store (and fp32 scaling): a wrong index, tile
+    # edge or scale is off by far more
+    torch.testing.assert_close(got.double(), ref, rtol=2e-3, atol=2e-3 * float(ref.abs().max()))
+
+
+def test_gemm_rejects_mismatched_operands():
+    a = torch.zeros(4, 32, dtype=torch.int8, device=DEVICE)
+    w = torch.zeros(8, 16, dtype=torch.int8, device=DEVICE)
+    with pytest.raises(ValueError, match="do not match"):
+        tk.w8a8_gemm(a, torch.ones(4, 1, device=DEVICE), w, torch.ones(1, 8, device=DEVICE))
+
+
+@pytest.mark.parametrize("scheme", ["w8a8-int8", "w8a8-fp8"])
+def test_triton_decoder_matches_the_eager_w8a8_model(scheme):
+    """The fused layer computes what the unfused eager one computes (same quantization
+    points), and stays within the scheme's tolerance of fp16."""
+    if scheme == "w8a8-fp8" and CUDA and torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("fp8 needs compute capability 8.9")
+    with torch.inference_mode():
+        x = make_input(TINY, 3, DEVICE, torch.float16, 0)
+        ref = build_model(TINY, DEVICE, torch.float16, 0)(x)
+        eager = schemes.apply_scheme(build_model(TINY, DEVICE, torch.float16, 0), scheme, "eager")(x)
+        fused = schemes.apply_scheme(build_model(TINY, DEVICE, torch.float16, 0), scheme, "triton")(x)
+    # they differ only where the fused norm's fp32 rounding flips a code by one step; a
+    # wrong index, scale or residual costs O(1)
+    quant_error = schemes.relative_error(eager, ref)
+    assert schemes.relative_error(fused, eager) < quant_error
+    assert schemes.relative_error(fused, ref) < 1.5 * quant_error < schemes.DEFAULT_TOLERANCE[scheme]
+
+
+def test_triton_gemm_workload():
+    wl = WorkloadConfig(name="g", model="gemm", seq_len=5, in_features=48, out_features=40)
+    with torch.inference_mode():
+        x = make_input(wl, 3, DEVICE, torch.float16, 0)
+        ref = build_model(wl, DEVICE, torch.float16, 0)(x)
+        y = schemes.apply_scheme(build_model(wl, DEVICE, torch.float16, 0), "w8a8-int8", "triton")(x)
+    assert y.shape == ref.shape and schemes.relative_error(y, ref) < 0.02
+
+
+def test_gemm_config_prefers_the_tuned_entry_of_the_nearest_m(tmp_path, monkeypatch):
+    table = {"GPU X": {"int8": {"2048x4096": {"1024": {"BLOCK_M": 64}, "65536": {"BLOCK_M": 256}}}}}
+    monkeypatch.setattr(tk, "_tuned", lambda: table)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "GPU X")
+    cuda = torch.device("cuda", 0)
+    assert tk.gemm_config("int8", 1000, 2048, 4096, cuda)["BLOCK_M"] == 64
+    assert tk.gemm_config("int8", 131072, 2048, 4096, cuda)["BLOCK_M"] == 256
+    assert tk.gemm_config("int8", 1000, 999, 4096, cuda) == tk.DEFAULT_GEMM
+    assert tk.gemm_config("fp8", 1000, 2048, 4096, cuda) == tk.DEFAULT_GEMM
+
+
+def test_tuned_configs_file_is_well_formed():
+    keys = {"BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps", "num_stages"}
+    for gpu, kinds in tk._tuned().items():
+        for kind, shapes in kinds.items():
+            assert kind in ("int8", "fp8"), gpu
+            for nk, by_m in shapes.items():
+                n, k = map(int, nk.split("x"))
+                for m, cfg in by_m.items():
+                    assert int(m) > 0 and set(cfg) == keys, (gpu, kind, nk, m)
