@@ -5,6 +5,7 @@ new GPU (or torch) before a full sweep. Not a substitute for the workflow's stat
 one process, few iterations.
 
     python scripts/bench_schemes.py --workload llama-1b --batch 128 [--configfile config/config.yaml]
+        [--variants fp16:compile w8a8-int8:triton ...]   (default: every valid scheme:impl)
 """
 
 from __future__ import annotations
@@ -30,8 +31,7 @@ def main() -> None:
     ap.add_argument("--workload", default=None, help="a workload name from the config (default: the first)")
     ap.add_argument("--batch", type=int, nargs="+", default=[128])
     ap.add_argument("--iterations", type=int, default=10)
-    ap.add_argument("--schemes", nargs="+", default=list(SCHEMES))
-    ap.add_argument("--impls", nargs="+", default=list(IMPLS))
+    ap.add_argument("--variants", nargs="+", help="scheme:impl pairs (default: every valid one)")
     ap.add_argument("--json", help="also write the rows as JSON here")
     args = ap.parse_args()
     cfg = yaml.safe_load(open(args.configfile))
@@ -41,22 +41,25 @@ def main() -> None:
     print(f"device {device} {torch.cuda.get_device_name() if device.type == 'cuda' else ''} torch {torch.__version__}")
     rows = []
     for batch in args.batch:
-        base = None
-        for scheme in args.schemes:
-            for impl in args.impls:
+        base = {}
+        variants = [v.split(":") for v in args.variants] if args.variants else [
+            (s, i) for s in SCHEMES for i in IMPLS if not DtypeConfig("v", s, i).problems()]
+        for scheme, impl in variants:
+            if True:
                 cell = CellConfig(wl, DtypeConfig(f"{scheme}-{impl}", scheme, impl), batch, 0,
                                   TimingConfig(warmup=3, min_iterations=args.iterations, max_iterations=args.iterations), 0, cfg.get("device", "auto"))  # fmt: skip
                 t = run_cell(cell, device).to_pandas()
                 r = t.iloc[0]
                 lat = t["latency_ms"].dropna()
                 mean = statistics.fmean(lat) if len(lat) else float("nan")
-                if scheme == "fp16" and impl == "compile":
-                    base = mean
+                if impl == "compile" and scheme in ("fp16", "bf16"):
+                    base[scheme] = mean
                 row = {"batch": batch, "scheme": scheme, "impl": impl, "status": r["status"], "mean_ms": mean,
                        "min_ms": float(lat.min()) if len(lat) else float("nan"), "rel_error": r["rel_error"],
                        "setup_s": r["setup_s"], "peak_gib": (r["peak_mem_bytes"] or 0) / 2**30,
                        "tflops": r["flops"] / (mean * 1e-3) / 1e12 if len(lat) else float("nan")}  # fmt: skip
-                row["speedup_vs_fp16_compile"] = base / mean if base else float("nan")
+                for b in ("fp16", "bf16"):
+                    row[f"speedup_vs_{b}_compile"] = base[b] / mean if b in base else float("nan")
                 rows.append(row)
                 print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
                 torch.cuda.empty_cache() if device.type == "cuda" else None

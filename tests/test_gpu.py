@@ -35,8 +35,11 @@ def test_capture_failure_falls_back_with_a_reason():
     assert s.method == "cuda_launch" and "capture failed" in s.note
 
 
-@pytest.mark.parametrize("impl", ["eager", "compile"])
-@pytest.mark.parametrize("scheme", ["fp16", "w8a8-int8", "w8a8-fp8"])
+@pytest.mark.parametrize(
+    "scheme,impl",
+    [(s, i) for s in ("fp16", "w8a8-int8", "w8a8-fp8") for i in ("eager", "compile")]
+    + [("w8a8-int8", "triton"), ("w8a8-fp8", "triton")],
+)
 def test_cells_on_gpu(scheme, impl):
     cell = CellConfig(SMALL, DtypeConfig("d", scheme, impl), 4, 0, cfg(flush_l2=True), 0, "cuda")
     df = run_cell(cell).to_pandas()

@@ -1,0 +1,138 @@
+"""Tune the W8A8 Triton GEMM's tiles for the shapes the workloads use, on this GPU, and
+keep the winners in qbench/triton_configs.json (one entry per GPU name, kind, N x K and M).
+
+Each candidate is timed as CUDA-graph replays of 20 GEMMs (no launch overhead), median of
+5 such samples, after a warm-up; candidates that do not compile or do not fit in shared
+memory are skipped. Prints every candidate's TFLOP/s and, per shape, the winner against
+fp16 cuBLAS (`torch.mm`) and torch's own int8/fp8 GEMMs (`torch._int_mm`,
+`torch._scaled_mm`, with their dequantization as the separate op it is there).
+
+    python scripts/tune_triton.py [--shapes llama-1b gemm-4096] [--m 8192 16384 131072] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from qbench import triton_kernels as tk
+from qbench.schemes import FP8_MAX, INT8_MAX, quantize_rows
+
+# (N, K) of every linear layer in the shapes the configs use
+SHAPES = {
+    "llama-1b": [(3072, 2048), (2048, 2048), (16384, 2048), (2048, 8192)],  # qkv, o, gate|up, down
+    "gemm-4096": [(4096, 4096)],
+}
+# Hopper-shaped candidates (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages); GROUP_M 8
+CANDIDATES = [
+    (128, 256, 128, 8, 3), (128, 256, 128, 8, 4), (128, 256, 64, 8, 4), (128, 256, 64, 8, 5),
+    (256, 128, 128, 8, 3), (256, 128, 128, 8, 4), (256, 128, 64, 8, 4),
+    (128, 128, 128, 8, 4), (128, 128, 128, 4, 4), (128, 128, 64, 4, 5), (128, 128, 256, 8, 3),
+    (64, 256, 128, 4, 4), (256, 256, 64, 8, 3), (256, 256, 128, 8, 2),
+]  # fmt: skip
+
+
+def graph_ms(fn, reps: int = 20, samples: int = 5) -> float:
+    """Median per-call time of `fn`, from CUDA-graph replays of `reps` calls."""
+    fn()
+    torch.cuda.synchronize()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(reps):
+            fn()
+    for _ in range(3):
+        g.replay()
+    out = []
+    for _ in range(samples):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        g.replay()
+        e.record()
+        e.synchronize()
+        out.append(s.elapsed_time(e) / reps)
+    return statistics.median(out)
+
+
+def operands(kind: str, m: int, n: int, k: int):
+    qdtype, qmax = (torch.int8, INT8_MAX) if kind == "int8" else (torch.float8_e4m3fn, FP8_MAX)
+    x = torch.randn(m, k, device="cuda", dtype=torch.float16)
+    w = torch.randn(n, k, device="cuda", dtype=torch.float16) / k**0.5
+    a, sa = quantize_rows(x, qmax, qdtype)
+    b, sb = quantize_rows(w, qmax, qdtype)
+    return x, w, a, sa, b, sb.view(1, -1).contiguous()
+
+
+def torch_baselines(kind, x, w, a, sa, b, sb) -> dict:
+    out = {"fp16_mm": graph_ms(lambda: torch.mm(x, w.t()))}
+    if kind == "int8":
+        out["torch_int_mm+dequant"] = graph_ms(lambda: (torch._int_mm(a, b.t()).float() * sa * sb).half())
+    else:
+        out["torch_scaled_mm"] = graph_ms(
+            lambda: torch._scaled_mm(a, b.t(), scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16)
+        )
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shapes", nargs="+", default=list(SHAPES))
+    ap.add_argument("--m", type=int, nargs="+", default=[8192, 16384, 131072])
+    ap.add_argument("--kinds", nargs="+", default=["int8", "fp8"])
+    ap.add_argument("--write", action="store_true", help="merge the winners into qbench/triton_configs.json")
+    ap.add_argument("--json", help="write every measurement here")
+    args = ap.parse_args()
+    gpu = torch.cuda.get_device_name()
+    print(f"{gpu}, torch {torch.__version__}, cuda {torch.version.cuda}", flush=True)
+    rows, winners = [], {}
+    shapes = sorted({nk for s in args.shapes for nk in SHAPES[s]})
+    for kind in args.kinds:
+        for n, k in shapes:
+            for m in args.m:
+                flop = 2.0 * m * n * k
+                x, w, a, sa, b, sb = operands(kind, m, n, k)
+                base = torch_baselines(kind, x, w, a, sa, b, sb)
+                best = None
+                for bm, bn, bk, nw, ns in CANDIDATES:
+                    cfg = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "num_warps": nw, "num_stages": ns}
+                    t0 = time.perf_counter()
+                    try:
+                        ms = graph_ms(lambda: tk.w8a8_gemm(a, sa, b, sb, config=cfg))
+                    except Exception as exc:  # out of shared memory, or a compile error: skip it
+                        print(f"  skip {cfg}: {exc.__class__.__name__}: {str(exc).splitlines()[0][:100]}", flush=True)
+                        continue
+                    rows.append({"gpu": gpu, "kind": kind, "m": m, "n": n, "k": k, **cfg, "ms": ms,
+                                 "tflops": flop / ms / 1e9, "tune_s": time.perf_counter() - t0})  # fmt: skip
+                    if best is None or ms < best[0]:
+                        best = (ms, cfg)
+                if best is None:
+                    continue
+                winners.setdefault(kind, {}).setdefault(f"{n}x{k}", {})[str(m)] = best[1]
+                rows.append({"gpu": gpu, "kind": kind, "m": m, "n": n, "k": k, "winner": best[1], "ms": best[0],
+                             **{f"{name}_ms": v for name, v in base.items()}})  # fmt: skip
+                fp16 = base["fp16_mm"]
+                others = " ".join(f"{name} {flop / v / 1e9:.0f}" for name, v in base.items())
+                print(f"{kind} M={m} N={n} K={k}: triton {flop / best[0] / 1e9:.0f} TFLOP/s ({fp16 / best[0]:.2f}x fp16) "
+                      f"| {others} TFLOP/s | {best[1]}", flush=True)  # fmt: skip
+                del x, w, a, sa, b, sb
+    if args.json:
+        json.dump(rows, open(args.json, "w"), indent=1)
+    if args.write:
+        table = json.loads(tk.CONFIGS_FILE.read_text()) if tk.CONFIGS_FILE.exists() else {}
+        for kind, entries in winners.items():
+            for nk, by_m in entries.items():
+                table.setdefault(gpu, {}).setdefault(kind, {}).setdefault(nk, {}).update(by_m)
+        tk.CONFIGS_FILE.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+        print(f"wrote {tk.CONFIGS_FILE}")
+
+
+if __name__ == "__main__":
+    main()
