@@ -86,10 +86,12 @@ def _quantize_rows_kernel(
 def _w8a8_gemm_kernel(
     a_ptr, b_ptr, c_ptr, sa_ptr, sb_ptr, r_ptr, M, N, K,
     stride_am, stride_ak, stride_bn, stride_bk, stride_cm, stride_cn, stride_rm, stride_rn,
-    IS_INT: tl.constexpr, HAS_RESIDUAL: tl.constexpr, EVEN_K: tl.constexpr,
+    IS_INT: tl.constexpr, HAS_RESIDUAL: tl.constexpr, EVEN_K: tl.constexpr, SWIGLU: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):  # fmt: skip
-    # C[m, n] = (sum_k A[m, k] B[n, k]) * sa[m] * sb[n] (+ R[m, n]); B is the (N, K) weight
+    # C[m, n] = (sum_k A[m, k] B[n, k]) * sa[m] * sb[n] (+ R[m, n]); B is the (N, K) weight.
+    # SWIGLU: B's rows come in blocks of BLOCK_N // 2 gate rows then the matching up rows
+    # (`swiglu_interleave`), and C[m, j] = silu(gate) * up, N // 2 columns.
     pid = tl.program_id(0)
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
@@ -128,8 +130,15 @@ def _w8a8_gemm_kernel(
     sa = tl.load(sa_ptr + offs_m, mask=offs_m < M, other=0.0)
     sb = tl.load(sb_ptr + offs_n, mask=offs_n < N, other=0.0)
     c = acc.to(tl.float32) * sa[:, None] * sb[None, :]
-    mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
     rows = offs_m.to(tl.int64)[:, None]
+    if SWIGLU:
+        gate, up = tl.split(tl.permute(tl.reshape(c, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
+        h = gate / (1.0 + tl.exp(-gate)) * up
+        offs_h = pid_n * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
+        mask_h = (offs_m[:, None] < M) & (offs_h[None, :] < N // 2)
+        tl.store(c_ptr + rows * stride_cm + offs_h[None, :] * stride_cn, h.to(c_ptr.dtype.element_ty), mask=mask_h)
+        return
+    mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
     if HAS_RESIDUAL:
         r = tl.load(r_ptr + rows * stride_rm + offs_n[None, :] * stride_rn, mask=mask, other=0.0)
         c += r.to(tl.float32)
@@ -239,17 +248,21 @@ def silu_mul_quant(gate_up: torch.Tensor, qdtype: torch.dtype):
 def w8a8_gemm(
     a: torch.Tensor, a_scale: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor,
     out_dtype: torch.dtype = torch.float16, residual: torch.Tensor | None = None,
-    config: dict | None = None,
+    config: dict | None = None, swiglu_block: int | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """(a @ w.T) * a_scale * w_scale (+ residual) in `out_dtype`: a (M, K) and w (N, K) both
-    int8 or both fp8 e4m3, a_scale (M, 1) and w_scale (1, N) or (N,) fp32."""
+    int8 or both fp8 e4m3, a_scale (M, 1) and w_scale (1, N) or (N,) fp32.
+    With `swiglu_block` (w and w_scale from `swiglu_interleave(..., swiglu_block)`), the
+    result is silu(gate) * up, (M, N // 2), computed in the epilogue."""
     m, k = a.shape
     n, k2 = w.shape
     if k != k2 or a.dtype != w.dtype:
         raise ValueError(f"w8a8_gemm: a {tuple(a.shape)} {a.dtype} and w {tuple(w.shape)} {w.dtype} do not match")
     is_int = a.dtype == torch.int8
     cfg = dict(config or gemm_config("int8" if is_int else "fp8", m, n, k, a.device))
-    c = torch.empty((m, n), device=a.device, dtype=out_dtype)
+    if swiglu_block:
+        cfg["BLOCK_N"] = 2 * swiglu_block  # the tile must hold whole gate/up blocks
+    c = torch.empty((m, n // 2 if swiglu_block else n), device=a.device, dtype=out_dtype)
     r = residual.reshape(m, n) if residual is not None else c
     bm, bn = cfg.pop("BLOCK_M"), cfg.pop("BLOCK_N")
     grid = (triton_cdiv(m, bm) * triton_cdiv(n, bn),)
@@ -259,10 +272,26 @@ def w8a8_gemm(
     kernel[grid](
         a, w, c, a_scale.reshape(-1), w_scale.reshape(-1), r, m, n, k,
         a.stride(0), a.stride(1), w.stride(0), w.stride(1), c.stride(0), c.stride(1), r.stride(0), r.stride(1),
-        IS_INT=is_int, HAS_RESIDUAL=residual is not None, EVEN_K=k % cfg["BLOCK_K"] == 0,
+        IS_INT=is_int, HAS_RESIDUAL=residual is not None, EVEN_K=k % cfg["BLOCK_K"] == 0, SWIGLU=bool(swiglu_block),
         BLOCK_M=bm, BLOCK_N=bn, **cfg,
     )  # fmt: skip
     return c
+
+
+def swiglu_block_for(n_gate: int, device: torch.device) -> int | None:
+    """The gate/up block the SwiGLU-epilogue GEMM uses for an intermediate size of
+    `n_gate` on `device` (half the tile's BLOCK_N), or None when it does not divide it."""
+    block = (INTERPRET_GEMM if device.type != "cuda" else DEFAULT_GEMM)["BLOCK_N"] // 2
+    return block if n_gate % block == 0 else None
+
+
+def swiglu_interleave(w: torch.Tensor, block: int) -> torch.Tensor:
+    """Rows [gate; up] of a fused gate|up weight (N, K), or of its (N,) scales, reordered
+    into blocks of `block` gate rows, each followed by the matching `block` up rows."""
+    n = w.shape[0] // 2
+    tail = w.shape[1:]
+    pairs = torch.stack([w[:n].reshape(n // block, block, *tail), w[n:].reshape(n // block, block, *tail)], dim=1)
+    return pairs.reshape(2 * n, *tail).contiguous()
 
 
 def triton_cdiv(a: int, b: int) -> int:

@@ -3,7 +3,10 @@
 A decoder layer becomes five kernels around attention, each reading its input once:
 
     x ─ rmsnorm_quant ─ gemm(qkv) ─ rotary+attention ─ quantize_rows ─ gemm(o, +x)
-      ─ rmsnorm_quant ─ gemm(gate|up) ─ silu_mul_quant ─ gemm(down, +x)
+      ─ rmsnorm_quant ─ gemm(gate|up, silu*mul) ─ quantize_rows ─ gemm(down, +x)
+
+(SiLU*mul goes into the gate|up GEMM's epilogue when the intermediate size is a multiple
+of the tile's half-width; otherwise `silu_mul_quant` fuses it with the quantization.)
 
 The kernels are registered as torch custom ops (`qbench::...`), so torch.compile treats
 them as opaque calls and compiles only the glue between them (rotary, the attention's
@@ -33,6 +36,13 @@ def rmsnorm_quant_op(x: torch.Tensor, weight: torch.Tensor, eps: float, kind: st
 @torch.library.custom_op("qbench::silu_mul_quant", mutates_args=())
 def silu_mul_quant_op(gate_up: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
     return tk.silu_mul_quant(gate_up, QDTYPES[kind])
+
+
+@torch.library.custom_op("qbench::w8a8_gemm_swiglu", mutates_args=())
+def w8a8_gemm_swiglu_op(
+    a: torch.Tensor, a_scale: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, block: int
+) -> torch.Tensor:
+    return tk.w8a8_gemm(a, a_scale, w, w_scale, torch.float16, swiglu_block=block)
 
 
 @torch.library.custom_op("qbench::w8a8_gemm", mutates_args=())
@@ -67,6 +77,11 @@ def _(a, a_scale, w, w_scale, residual):
     return a.new_empty((a.shape[0], w.shape[0]), dtype=torch.float16)
 
 
+@w8a8_gemm_swiglu_op.register_fake
+def _(a, a_scale, w, w_scale, block):
+    return a.new_empty((a.shape[0], w.shape[0] // 2), dtype=torch.float16)
+
+
 class QuantWeight(nn.Module):
     """A linear layer's weight, quantized per output channel: (N, K) values, (1, N) scales."""
 
@@ -80,6 +95,21 @@ class QuantWeight(nn.Module):
 
     def forward(self, xq: torch.Tensor, xs: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         return w8a8_gemm_op(xq, xs, self.weight_q, self.weight_scale, residual)
+
+
+class SwiGLUWeight(QuantWeight):
+    """The fused gate|up weight, its rows interleaved in blocks so that one GEMM tile holds
+    matching gate and up columns and its epilogue writes silu(gate) * up: the (M, 2I)
+    gate|up activation never reaches memory."""
+
+    def __init__(self, linear: nn.Linear, kind: str, block: int):
+        super().__init__(linear, kind)
+        self.block = block
+        self.weight_q = tk.swiglu_interleave(self.weight_q, block)
+        self.weight_scale = tk.swiglu_interleave(self.weight_scale.view(-1), block).view(1, -1)
+
+    def forward(self, xq: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        return w8a8_gemm_swiglu_op(xq, xs, self.weight_q, self.weight_scale, self.block)
 
 
 class TritonLinear(nn.Module):
@@ -106,7 +136,10 @@ class TritonDecoderLayer(nn.Module):
         self.input_norm_weight, self.input_eps = layer.input_norm.weight, layer.input_norm.eps
         self.post_norm_weight, self.post_eps = layer.post_norm.weight, layer.post_norm.eps
         self.qkv, self.o = QuantWeight(layer.qkv, kind), QuantWeight(layer.o, kind)
-        self.gate_up, self.down = QuantWeight(layer.gate_up, kind), QuantWeight(layer.down, kind)
+        block = tk.swiglu_block_for(layer.gate_up.out_features // 2, layer.gate_up.weight.device)
+        # SiLU*mul in the gate|up GEMM's epilogue where the block divides the width; else its own kernel
+        self.gate_up = SwiGLUWeight(layer.gate_up, kind, block) if block else QuantWeight(layer.gate_up, kind)
+        self.down = QuantWeight(layer.down, kind)
         for name in ("qkv", "o", "gate_up", "down"):
             delattr(layer, name)
 
@@ -117,7 +150,10 @@ class TritonDecoderLayer(nn.Module):
         aq, as_ = quantize_rows_op(attn, self.kind)
         x = self.o(aq, as_, x.reshape(b * t, h))
         hq, hs = rmsnorm_quant_op(x, self.post_norm_weight, self.post_eps, self.kind)
-        mq, ms = silu_mul_quant_op(self.gate_up(hq, hs), self.kind)
+        if isinstance(self.gate_up, SwiGLUWeight):
+            mq, ms = quantize_rows_op(self.gate_up(hq, hs), self.kind)
+        else:
+            mq, ms = silu_mul_quant_op(self.gate_up(hq, hs), self.kind)
         return self.down(mq, ms, x).view(b, t, h)
 
 

@@ -82,6 +82,26 @@ def torch_baselines(kind, x, w, a, sa, b, sb) -> dict:
     return out
 
 
+def bench_rows(ms: list[int]) -> list[dict]:
+    """The fused quantization kernels' effective bandwidth (bytes read + written / time)."""
+    rows = []
+    for m in ms:
+        for name, n_in, n_out, fn in (
+            ("rmsnorm_quant", 2048, 2048, lambda x, w: tk.rmsnorm_quant(x, w, 1e-5, torch.int8)),
+            ("quantize_rows", 2048, 2048, lambda x, w: tk.quantize_rows(x, torch.int8)),
+            ("quantize_rows", 8192, 8192, lambda x, w: tk.quantize_rows(x, torch.int8)),
+            ("silu_mul_quant", 16384, 8192, lambda x, w: tk.silu_mul_quant(x, torch.int8)),
+        ):
+            x = torch.randn(m, n_in, device="cuda", dtype=torch.float16)
+            w = torch.ones(n_in, device="cuda", dtype=torch.float16)
+            t = graph_ms(lambda: fn(x, w))
+            gbs = (m * n_in * 2 + m * n_out + m * 4) / t / 1e6
+            rows.append({"kernel": name, "m": m, "n_in": n_in, "ms": t, "GB/s": gbs})
+            print(f"{name} M={m} N={n_in}: {t * 1e3:.0f} us, {gbs:.0f} GB/s", flush=True)
+            del x, w
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", nargs="+", default=list(SHAPES))
@@ -89,10 +109,13 @@ def main() -> None:
     ap.add_argument("--kinds", nargs="+", default=["int8", "fp8"])
     ap.add_argument("--write", action="store_true", help="merge the winners into qbench/triton_configs.json")
     ap.add_argument("--json", help="write every measurement here")
+    ap.add_argument("--rows-only", action="store_true", help="only time the quantization kernels")
     args = ap.parse_args()
     gpu = torch.cuda.get_device_name()
     print(f"{gpu}, torch {torch.__version__}, cuda {torch.version.cuda}", flush=True)
-    rows, winners = [], {}
+    rows, winners = bench_rows([16384, 131072]), {}
+    if args.rows_only:
+        args.kinds = []
     shapes = sorted({nk for s in args.shapes for nk in SHAPES[s]})
     for kind in args.kinds:
         for n, k in shapes:

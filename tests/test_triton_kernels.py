@@ -87,9 +87,12 @@ def test_gemm_dequantizes_in_its_epilogue(q, m, k, n, residual):
     ref = (a.double() @ w.double().t()) * sa.double() * sw.view(1, -1).double()
     if residual:
         ref = ref + r.double()
-    # the only rounding is the final fp16 store (and fp32 scaling): a wrong index, tile
-    # edge or scale is off by far more
-    torch.testing.assert_close(got.double(), ref, rtol=2e-3, atol=2e-3 * float(ref.abs().max()))
+    # a wrong index, tile edge or scale is off by far more than either check allows
+    assert float((got.double() - ref).norm() / ref.norm()) < 1e-3
+    if qdtype == torch.int8 or not CUDA:
+        # exact integer sums: the only rounding is the fp32 scaling and the fp16 store
+        # (Hopper's fp8 dots accumulate with fewer bits, as cuBLAS's fast accumulation does)
+        torch.testing.assert_close(got.double(), ref, rtol=2e-3, atol=2e-3 * float(ref.abs().max()))
 
 
 def test_gemm_rejects_mismatched_operands():
@@ -146,3 +149,26 @@ def test_tuned_configs_file_is_well_formed():
                 n, k = map(int, nk.split("x"))
                 for m, cfg in by_m.items():
                     assert int(m) > 0 and set(cfg) == keys, (gpu, kind, nk, m)
+
+
+@pytest.mark.parametrize("q", QDTYPES, ids=ids)
+@pytest.mark.parametrize("m,k,i", [(37, 64, 48), (5, 80, 32)] + ([(3000, 2048, 8192)] if CUDA else []))
+def test_gemm_swiglu_epilogue_is_silu_gate_times_up(q, m, k, i):
+    qdtype, qmax = q
+    if qdtype != torch.int8 and CUDA and torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("fp8 needs compute capability 8.9")
+    block = tk.swiglu_block_for(i, torch.device(DEVICE))
+    assert block
+    a, sa = schemes.quantize_rows(rand(m, k, seed=m), qmax, qdtype)
+    w, sw = schemes.quantize_rows(rand(2 * i, k, seed=i), qmax, qdtype)
+    got = tk.w8a8_gemm(a, sa, tk.swiglu_interleave(w, block), tk.swiglu_interleave(sw.view(-1), block), swiglu_block=block)
+    gu = (a.double() @ w.double().t()) * sa.double() * sw.view(1, -1).double()
+    ref = torch.nn.functional.silu(gu[:, :i]) * gu[:, i:]
+    assert got.shape == (m, i)
+    assert float((got.double() - ref).norm() / ref.norm()) < 2e-3
+
+
+def test_swiglu_interleave_pairs_blocks():
+    w = torch.arange(8).view(8, 1)  # gate rows 0-3, up rows 4-7
+    assert tk.swiglu_interleave(w, 2).view(-1).tolist() == [0, 1, 4, 5, 2, 3, 6, 7]
+    assert tk.swiglu_interleave(torch.arange(8), 2).tolist() == [0, 1, 4, 5, 2, 3, 6, 7]
