@@ -102,24 +102,34 @@ class Fp8Linear(nn.Module):
         # cuBLASLt's row-wise fp8 path has only produced bf16 on some torch versions;
         # `mm_dtype` is settled once by `probe_fp8_output` and the result cast back.
         self.mm_dtype = out_dtype
+        # fp8 tensor cores accumulate with fewer bits unless cuBLAS promotes partial sums
+        # to fp32 (slower); fast accumulation is what torchao, vLLM and TensorRT-LLM run
+        self.fast_accum = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
         xq, xs = quantize_rows(x2, FP8_MAX, torch.float8_e4m3fn)
-        y = torch._scaled_mm(xq, self.weight_q.t(), scale_a=xs, scale_b=self.weight_scale, out_dtype=self.mm_dtype)
+        y = torch._scaled_mm(
+            xq, self.weight_q.t(), scale_a=xs, scale_b=self.weight_scale, out_dtype=self.mm_dtype,
+            use_fast_accum=self.fast_accum,
+        )  # fmt: skip
         return y.to(self.out_dtype).reshape(*shape[:-1], -1)
 
 
 def probe_fp8_output(module: Fp8Linear, device: torch.device) -> None:
-    """Pick fp16 output for `_scaled_mm` if this build allows it, else bf16."""
+    """Pick what this build's `_scaled_mm` allows: fp16 output if it can (else bf16), fast
+    accumulation if it can (else precise)."""
     k = module.weight_q.shape[1]
     x = torch.ones(32, k, device=device, dtype=module.out_dtype)
-    try:
-        module(x)
-    except RuntimeError:
-        module.mm_dtype = torch.bfloat16
-        module(x)
+    for mm_dtype, fast in ((module.out_dtype, True), (torch.bfloat16, True), (module.out_dtype, False), (torch.bfloat16, False)):
+        module.mm_dtype, module.fast_accum = mm_dtype, fast
+        try:
+            module(x)
+            return
+        except RuntimeError:
+            continue
+    module(x)  # raises the last combination's error
 
 
 def apply_scheme(

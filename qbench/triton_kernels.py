@@ -153,6 +153,56 @@ def interpreting() -> bool:
     return bool(knobs.runtime.interpret)
 
 
+def _w8a8_gemm_tma_kernel(
+    a_desc, b_desc, c_ptr, sa_ptr, sb_ptr, r_ptr, M, N, K, stride_cm, stride_cn, stride_rm, stride_rn,
+    IS_INT: tl.constexpr, HAS_RESIDUAL: tl.constexpr, SWIGLU: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    NUM_SMS: tl.constexpr,
+):  # fmt: skip
+    # The same GEMM and epilogue as _w8a8_gemm_kernel, persistent (one program per SM
+    # walks the tiles) with A and B tiles fetched by TMA (tensor descriptors; edges read
+    # as zeros), so loads overlap the tensor cores better on Hopper.
+    start = tl.program_id(0)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    k_tiles = tl.cdiv(K, BLOCK_K)
+    per_group = GROUP_M * num_pid_n
+    for tile in tl.range(start, num_pid_m * num_pid_n, NUM_SMS, flatten=True):
+        first_m = (tile // per_group) * GROUP_M
+        group_m = tl.minimum(num_pid_m - first_m, GROUP_M)
+        pid_m = first_m + ((tile % per_group) % group_m)
+        pid_n = (tile % per_group) // group_m
+        if IS_INT:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+        else:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for ki in range(k_tiles):
+            a = a_desc.load([pid_m * BLOCK_M, ki * BLOCK_K])
+            b = b_desc.load([pid_n * BLOCK_N, ki * BLOCK_K])
+            if IS_INT:
+                acc = tl.dot(a, b.T, acc, out_dtype=tl.int32)
+            else:
+                acc = tl.dot(a, b.T, acc)
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        sa = tl.load(sa_ptr + offs_m, mask=offs_m < M, other=0.0)
+        sb = tl.load(sb_ptr + offs_n, mask=offs_n < N, other=0.0)
+        c = acc.to(tl.float32) * sa[:, None] * sb[None, :]
+        rows = offs_m.to(tl.int64)[:, None]
+        if SWIGLU:
+            gate, up = tl.split(tl.permute(tl.reshape(c, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
+            h = gate / (1.0 + tl.exp(-gate)) * up
+            offs_h = pid_n * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
+            mask_h = (offs_m[:, None] < M) & (offs_h[None, :] < N // 2)
+            tl.store(c_ptr + rows * stride_cm + offs_h[None, :] * stride_cn, h.to(c_ptr.dtype.element_ty), mask=mask_h)
+        else:
+            mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+            if HAS_RESIDUAL:
+                r = tl.load(r_ptr + rows * stride_rm + offs_n[None, :] * stride_rn, mask=mask, other=0.0)
+                c += r.to(tl.float32)
+            tl.store(c_ptr + rows * stride_cm + offs_n[None, :] * stride_cn, c.to(c_ptr.dtype.element_ty), mask=mask)
+
+
 @functools.cache
 def _kernel(name: str, on_cpu: bool):
     """The kernel `name`, jitted: compiled for the GPU, or run by Triton's interpreter."""
@@ -265,9 +315,23 @@ def w8a8_gemm(
     c = torch.empty((m, n // 2 if swiglu_block else n), device=a.device, dtype=out_dtype)
     r = residual.reshape(m, n) if residual is not None else c
     bm, bn = cfg.pop("BLOCK_M"), cfg.pop("BLOCK_N")
-    grid = (triton_cdiv(m, bm) * triton_cdiv(n, bn),)
+    tma = cfg.pop("TMA", False) and k % 16 == 0 and a.is_contiguous() and w.is_contiguous()
     if a.device.type != "cuda":
         cfg.pop("num_warps", None), cfg.pop("num_stages", None)
+    if tma:
+        from triton.tools.tensor_descriptor import TensorDescriptor
+
+        tiles = triton_cdiv(m, bm) * triton_cdiv(n, bn)
+        sms = torch.cuda.get_device_properties(a.device).multi_processor_count if a.is_cuda else 4
+        kernel = _kernel("_w8a8_gemm_tma_kernel", a.device.type != "cuda")
+        kernel[(min(sms, tiles),)](
+            TensorDescriptor.from_tensor(a, [bm, cfg["BLOCK_K"]]), TensorDescriptor.from_tensor(w, [bn, cfg["BLOCK_K"]]),
+            c, a_scale.reshape(-1), w_scale.reshape(-1), r, m, n, k, c.stride(0), c.stride(1), r.stride(0), r.stride(1),
+            IS_INT=is_int, HAS_RESIDUAL=residual is not None, SWIGLU=bool(swiglu_block),
+            BLOCK_M=bm, BLOCK_N=bn, NUM_SMS=min(sms, tiles), **cfg,
+        )  # fmt: skip
+        return c
+    grid = (triton_cdiv(m, bm) * triton_cdiv(n, bn),)
     kernel = _kernel("_w8a8_gemm_kernel", a.device.type != "cuda")
     kernel[grid](
         a, w, c, a_scale.reshape(-1), w_scale.reshape(-1), r, m, n, k,
