@@ -35,7 +35,7 @@ CANDIDATES = [
 # each candidate as a pointer-loading kernel and as a persistent TMA one
 
 
-def graph_ms(fn, reps: int = 20, samples: int = 5) -> float:
+def graph_ms(fn, reps: int = 10, samples: int = 5) -> float:
     """Median per-call time of `fn`, from CUDA-graph replays of `reps` calls."""
     fn()
     torch.cuda.synchronize()
