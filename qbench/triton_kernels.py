@@ -310,8 +310,10 @@ def w8a8_gemm(
         raise ValueError(f"w8a8_gemm: a {tuple(a.shape)} {a.dtype} and w {tuple(w.shape)} {w.dtype} do not match")
     is_int = a.dtype == torch.int8
     cfg = dict(config or gemm_config("int8" if is_int else "fp8", m, n, k, a.device))
-    if swiglu_block:
-        cfg["BLOCK_N"] = 2 * swiglu_block  # the tile must hold whole gate/up blocks
+    if swiglu_block and cfg["BLOCK_N"] != 2 * swiglu_block:
+        # the tile must hold whole gate/up blocks: a config tuned for another width would
+        # change shape (and spill); the default has the right one
+        cfg = dict(DEFAULT_GEMM, BLOCK_N=2 * swiglu_block)
     c = torch.empty((m, n // 2 if swiglu_block else n), device=a.device, dtype=out_dtype)
     r = residual.reshape(m, n) if residual is not None else c
     bm, bn = cfg.pop("BLOCK_M"), cfg.pop("BLOCK_N")

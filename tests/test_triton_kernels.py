@@ -90,7 +90,15 @@ def test_gemm_dequantizes_in_its_epilogue(q, m, k, n, residual, tma):
     if residual:
         ref = ref + r.double()
     # a wrong index, tile edge or scale is off by far more than either check allows
-    assert float((got.double() - ref).norm() / ref.norm()) < 1e-3
+    err = float((got.double() - ref).norm() / ref.norm())
+    if qdtype != torch.int8 and CUDA:
+        # Hopper's fp8 dots accumulate with fewer bits: hold the kernel to cuBLAS's fast
+        # accumulation on the same operands
+        cublas = torch._scaled_mm(a, w.t(), scale_a=sa, scale_b=sw.view(1, -1), out_dtype=torch.bfloat16,
+                                  use_fast_accum=True).double() + (r.double() if residual else 0)  # fmt: skip
+        assert err < 2 * float((cublas - ref).norm() / ref.norm()) + 1e-4
+    else:
+        assert err < 1e-3
     if qdtype == torch.int8 or not CUDA:
         # exact integer sums: the only rounding is the fp32 scaling and the fp16 store
         # (Hopper's fp8 dots accumulate with fewer bits, as cuBLAS's fast accumulation does)
