@@ -156,6 +156,13 @@ def headline(summary: pd.DataFrame) -> str:
 
 def warnings(summary: pd.DataFrame, samples: pd.DataFrame | None = None) -> list[str]:
     out = []
+    if samples is not None and "gpu_name" in samples.columns:
+        models = sorted(set(samples["gpu_name"].fillna(samples["device"]).astype(str)))
+        if len(models) > 1:
+            out.append(
+                f"Measured on {len(models)} GPU models ({', '.join(models)}): their cells are kept apart, each "
+                "workload shown per model as “workload @ model”, and speedups compare cells of one model only."
+            )
     unstable_col = "unstable" if "unstable" in summary.columns else None
     outlier_col = _first_column(summary, OUTLIER_COLUMNS)
     advice_col = _first_column(summary, REPEATS_ADVICE_COLUMNS)

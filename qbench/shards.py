@@ -200,7 +200,21 @@ def collect_shards(
         first = skipped[0]
         raise ShardError(f"all {len(paths)} shards are unusable; the first: {first['path']}: {first['problem']}")
     samples = ds.dataset(good, schema=SCHEMA, format="parquet").to_table().to_pandas()
-    return samples, pd.DataFrame(skipped, columns=SKIPPED_COLUMNS)
+    return keep_gpu_models_apart(samples), pd.DataFrame(skipped, columns=SKIPPED_COLUMNS)
+
+
+GPU_SEPARATOR = " @ "
+
+
+def keep_gpu_models_apart(samples: pd.DataFrame) -> pd.DataFrame:
+    """Cells measured on more than one GPU model (or on a GPU and the CPU) must not be
+    pooled: their latencies differ by the card, not by chance. When the shards hold more
+    than one model, each workload is renamed `workload @ model`, so every statistic,
+    speedup, chart and table keeps them apart; with one model nothing changes."""
+    where = samples["gpu_name"].fillna(samples["device"]).astype(str)
+    if where.nunique() <= 1:
+        return samples
+    return samples.assign(workload=samples["workload"].astype(str) + GPU_SEPARATOR + where)
 
 
 def read_shards(paths: list[str | os.PathLike]) -> pd.DataFrame:

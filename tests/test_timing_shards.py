@@ -132,3 +132,27 @@ def test_validate_checks_types():
     table = table.set_column(table.schema.get_field_index("batch"), "batch", pa.array(["2"]))
     with pytest.raises(ShardError, match="column batch has type string"):
         validate_table(table, "x")
+
+
+def test_cells_from_two_gpu_models_are_kept_apart(tmp_path):
+    """Shards of one cell from an H100 and an A100 are not pooled: each becomes its own
+    workload, `w @ model`, in the samples, the summary and the report's warnings."""
+    from qbench.report import warnings
+    from qbench.stats import StatsConfig, summarize
+
+    paths = []
+    for rep, gpu, ms in [(0, "H100", 1.0), (1, "H100", 1.01), (2, "A100", 2.0), (3, "A100", 2.02)]:
+        for dtype in ("fp16", "w8a8"):
+            p = tmp_path / dtype / f"rep={rep}.parquet"
+            rows = [row(rep=rep, dtype=dtype, iteration=i, latency_ms=ms * (1 + 0.001 * i), device="cuda:0",
+                        gpu_name=gpu) for i in range(5)]  # fmt: skip
+            write_shard(make_table(rows, {"batch": 2}), p)
+            paths.append(p)
+    df = read_shards(paths)
+    assert sorted(df["workload"].unique()) == ["w @ A100", "w @ H100"]
+    summary = summarize(df, "fp16", StatsConfig(resamples=200))
+    assert sorted(summary["workload"].unique()) == ["w @ A100", "w @ H100"]
+    assert summary.loc[summary["workload"] == "w @ A100", "mean_ms"].iloc[0] > 1.9
+    assert any("2 GPU models (A100, H100)" in w for w in warnings(summary, df))
+    one = read_shards([p for p in paths if "rep=0" in str(p) or "rep=1" in str(p)])
+    assert set(one["workload"]) == {"w"}  # one model: names unchanged
