@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The scale-out proof and the W8A8 study on the device tool's 2-GPU machine
+# (nvidia-h100-x2), in the background across back-to-back calls (a call runs at most
+# 10 minutes; the machine is given back after 30 s idle). State lives in the ignored
+# .qbench-cache/scaleout/; each call waits up to $2 seconds and copies what is finished
+# into $OUT.
+#   start : warm the compile caches for every default cell (one repeat, both GPUs), then
+#           the default sweep with gpu=1, the same with gpu=2 (both warm, same machine),
+#           then the W8A8 study (config/w8a8.yaml, 2 repeats) with gpu=2
+#   wait  : wait, report progress, copy results
+# Needs .whl2/ (snakemake, torchao; no vl-convert: charts and report are drawn off-GPU
+# from the copied results).
+set -uo pipefail
+phase=${1:-wait}; budget=${2:-540}
+export PYTHONUNBUFFERED=1
+state=.qbench-cache/scaleout; mkdir -p "$state"
+if [ ! -d /tmp/site/snakemake ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl2/*.whl >/dev/null 2>&1 || exit 1
+fi
+export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
+t0=$(date +%s)
+if [ "$phase" = start ]; then
+  cat > "$state/job.sh" <<'JOB'
+state=.qbench-cache/scaleout
+nvidia-smi --query-gpu=index,name,uuid,driver_version,clocks.max.sm,power.limit --format=csv
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+targets="results/summary.csv"
+grep -q "^breakdown" workflow/rules/*.smk 2>/dev/null && targets="$targets results/breakdown.csv"
+python3 - <<'PY'
+import yaml
+c = yaml.safe_load(open("config/config.yaml")); c["repeats"] = 1
+yaml.safe_dump(c, open(".qbench-cache/scaleout/warm.yaml", "w"))
+s = yaml.safe_load(open("config/w8a8.yaml")); s["repeats"] = 2
+yaml.safe_dump(s, open(".qbench-cache/scaleout/w8a8.yaml", "w"))
+PY
+run() {  # name gpus configfile
+  rm -rf results logs
+  s=$(date +%s.%N)
+  python3 -m snakemake $targets --cores 16 --resources gpu=$2 --keep-going --configfile $3 > $state/$1.log 2>&1
+  e=$(date +%s.%N)
+  echo "$s $e" > $state/wall-$1.txt
+  mkdir -p $state/$1 && cp -r results logs $state/$1/
+  echo "DONE $1 $(python3 -c "print(round($e - $s, 1))") s"
+}
+run warm 2 $state/warm.yaml
+run gpu1 1 config/config.yaml
+run gpu2 2 config/config.yaml
+run study 2 $state/w8a8.yaml
+echo ALLDONE
+JOB
+  setsid nohup bash "$state/job.sh" > "$state/job.log" 2>&1 &
+  sleep 2
+fi
+while ! grep -q ALLDONE "$state/job.log" 2>/dev/null && [ $(( $(date +%s) - t0 )) -lt "$budget" ]; do sleep 5; done
+tail -25 "$state/job.log"
+for f in "$state"/*.log; do [ -f "$f" ] && echo "$(basename $f): $(grep -E 'steps \(' "$f" | tail -1)"; done
+ls results/shards/*/ 2>/dev/null | head -3
+for d in "$state"/warm "$state"/gpu1 "$state"/gpu2 "$state"/study; do
+  [ -d "$d" ] || continue
+  n=$(basename "$d")
+  tar czf "$OUT/$n.tgz" -C "$state" "$n" "wall-$n.txt" "$n.log" 2>/dev/null
+done
+# a run still going: its finished shards so far
+[ -d results/shards ] && tar czf "$OUT/partial.tgz" results logs 2>/dev/null
+cp "$state/job.log" "$OUT/" 2>/dev/null
+true
