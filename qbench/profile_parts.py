@@ -165,7 +165,8 @@ def cuda_items(events, forwards: dict[int, int], spans: list[tuple[float, float]
     forward, classified by its name and the op that launched it (the profiler links them by
     correlation id). A kernel the profiler did not link to its op is put in the forward
     whose time span holds its start (each forward synchronizes before its range ends)."""
-    cpu = {e.id: e for e in events if e.device_type == DeviceType.CPU}
+    # the ops and ranges by id (runtime calls such as cudaLaunchKernel carry a link of their own)
+    cpu = {e.id: e for e in events if e.device_type == DeviceType.CPU and not getattr(e, "linked_correlation_id", 0)}
     items = []
     for evt in events:
         if evt.device_type != DeviceType.CUDA or not _is_device_work(evt):
@@ -183,13 +184,17 @@ def cuda_items(events, forwards: dict[int, int], spans: list[tuple[float, float]
 
 
 def profile_parts(
-    fn: Callable[[], object], device: torch.device, forwards: int = FORWARDS, model: nn.Module | None = None
+    fn: Callable[[], object],
+    device: torch.device,
+    forwards: int = FORWARDS,
+    model: nn.Module | None = None,
+    top: int = TOP,
 ) -> PartsProfile | None:
     """Run `fn` (one forward) `forwards` times under torch.profiler, each inside a FORWARD
     range, after one more that warms the profiler up and is left out (a session's first
     forward runs slow on the host); split their time into parts. `model`: its quantized
-    layers run inside QUANTIZED_LAYER ranges (eager runs). None when the profiler recorded
-    nothing (on a GPU: CUPTI unavailable)."""
+    layers run inside QUANTIZED_LAYER ranges (eager runs). `top`: events kept per part, by
+    time. None when the profiler recorded nothing (on a GPU: CUPTI unavailable)."""
     cuda = device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with torch.inference_mode(), quantized_layer_ranges(model):
@@ -222,15 +227,15 @@ def profile_parts(
             count[part] += 1 / n
             by_name[(part, name)][0] += us / 1e3 / n
             by_name[(part, name)][1] += 1 / n
-    top = defaultdict(list)
+    tops = defaultdict(list)
     for (part, name), (t, c) in sorted(by_name.items(), key=lambda kv: -kv[1][0]):
-        if len(top[part]) < TOP:
-            top[part].append((name, t, c))
+        if len(tops[part]) < top:
+            tops[part].append((name, t, c))
     parts = PARTS + sorted(set(ms) - set(PARTS))
     return PartsProfile(
         ms={p: ms[p] for p in parts},
         events={p: count[p] for p in parts},
-        top={p: top[p] for p in parts},
+        top={p: tops[p] for p in parts},
         forwards=n,
         requested=forwards,
         wall_ms=sum(spans[i][1] - spans[i][0] for i in kept) / n / 1e3,
