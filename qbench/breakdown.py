@@ -175,7 +175,8 @@ def summarize_cells(cells: pd.DataFrame) -> pd.DataFrame:
         out.append({**g.iloc[0][keys].to_dict(), "part": part, "ms": g["ms"].mean(), "ms_min": g["ms"].min(),
                     "ms_max": g["ms"].max(), "n_repeats": reps, "total_ms": g["total_ms"].mean(),
                     "wall_ms": g["wall_ms"].mean(), "forwards": int(g["forwards"].sum()),
-                    "source": ", ".join(sorted(set(g["source"].dropna()))), "top_events": _merge_top(g["top_events"], reps),
+                    "source": ", ".join(sorted(set(g["source"].dropna()))),
+                    "top_events": _merge_top(g["top_events"], reps),
                     "_cell": cell})  # fmt: skip
     df = pd.DataFrame(out)
     df["share"] = df["ms"] / df["total_ms"].where(df["total_ms"] > 0)

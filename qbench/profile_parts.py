@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable
@@ -53,9 +52,8 @@ FORWARDS = 3  # profiled forwards per cell, by default
 TOP = 5  # events kept per part, by time, to trace a part to its kernels
 # GPU activities that are the forward's work (not the ranges the profiler mirrors on the GPU)
 DEVICE_WORK = {"kernel", "concurrent_kernel", "gpu_memcpy", "gpu_memset"}
-EIGHT_BIT = {torch.int8, torch.uint8} | {
-    getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz") if hasattr(torch, n)
-}
+FLOAT8 = ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
+EIGHT_BIT = {torch.int8, torch.uint8} | {getattr(torch, n) for n in FLOAT8 if hasattr(torch, n)}
 
 
 @dataclass
@@ -179,7 +177,8 @@ def cuda_items(events, forwards: dict[int, int], spans: list[tuple[float, float]
             i = next((k for k, (a, b) in enumerate(spans) if a <= start <= b), None)
         if i is None:
             continue
-        items.append((i, part_of(evt.name, [e.name for e in chain]), evt.time_range.end - evt.time_range.start, evt.name))
+        us = evt.time_range.end - evt.time_range.start
+        items.append((i, part_of(evt.name, [e.name for e in chain]), us, evt.name))
     return items
 
 

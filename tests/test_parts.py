@@ -126,7 +126,6 @@ def test_real_names_by_name_alone(name, part):
     assert part_of_name(name) == part, explain(name)
 
 
-COPY = NAMES[[n for n, _ in NAMES].index("aten::copy_")][0]
 EAGER_COPY_KERNEL = next(n for n, _ in NAMES if "direct_copy_kernel_cuda" in n)
 CUBLAS = NAMES[0][0]
 
