@@ -14,6 +14,7 @@ min_version("9.0")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/measure.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/breakdown.smk"
 include: "workflow/rules/plot.smk"
 include: "workflow/rules/report.smk"
 

@@ -366,7 +366,11 @@ def _distribution(summary: pd.DataFrame, samples: pd.DataFrame) -> alt.HConcatCh
 
 def breakdown_chart(breakdown: pd.DataFrame, title: str | None = None):
     """Stacked bars of where one forward's time goes (qbench.breakdown's table), one bar
-    per dtype within each batch size."""
+    per dtype within each batch size; a line saying so when no cell could be profiled."""
+    if breakdown.empty:
+        text = pd.DataFrame({"text": ["No cell of this run could be profiled (see logs/breakdown.log)."]})
+        chart = alt.Chart(text).mark_text(align="left", fontSize=13).encode(text="text:N")
+        return _configure(chart.properties(width=520, height=40, name="parts"))
     return _per_workload(breakdown, _breakdown, title)
 
 

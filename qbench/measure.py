@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from typing import Callable
 
 import pyarrow as pa
 import torch
@@ -41,10 +42,16 @@ def _peak_mem(device: torch.device) -> dict:
 
 
 def run_cell(
-    cell: CellConfig, device: torch.device | None = None, startup_s: float | None = None, attempt: int | None = None
+    cell: CellConfig,
+    device: torch.device | None = None,
+    startup_s: float | None = None,
+    attempt: int | None = None,
+    after_timing: Callable[[torch.nn.Module, torch.Tensor, torch.device], None] | None = None,
 ) -> pa.Table:
     """Measure one (workload, dtype, batch, repeat) and return its shard as a table.
-    `startup_s`, the caller's process start-up time, is recorded for the overhead budget."""
+    `startup_s`, the caller's process start-up time, is recorded for the overhead budget.
+    `after_timing(model, x, device)` is called once the cell is timed, with the model as
+    timed (qbench.profile_parts.CellBreakdown profiles it); not for a cell that was not."""
     device = device or resolve_device(cell.device)
     torch.manual_seed(cell.seed)
     prov = provenance(device)
@@ -114,6 +121,8 @@ def run_cell(
         model = x = None
         _free(device)
         return one_row("oom", str(exc).splitlines()[0][:300])
+    if after_timing is not None:
+        after_timing(model, x, device)
 
     status = "ok" if rel_error <= cell.tolerance else "inaccurate"
     detail = None if status == "ok" else f"relative error {rel_error:.3g} > tolerance {cell.tolerance:.3g}"

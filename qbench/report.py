@@ -35,7 +35,11 @@ CHART_SECTIONS = {
     ),
     "breakdown": (
         "Where the time goes",
-        "Time of one profiled forward pass split into its parts, per dtype and batch size.",
+        "Time of one forward pass split into its parts, per dtype and batch size: GEMM, quantization (quantizing "
+        "activations, dequantizing results), attention, elementwise (norms, activations, casts) and other. Each bar "
+        "is the mean over repeats of a few forwards profiled after the timed loop, launched without a CUDA graph, "
+        "classified by kernel and op name (qbench/parts.py). On a GPU the parts are kernel time (the gaps between "
+        "kernels are in none); on the CPU, op time, with the host time between ops as other.",
     ),
     "distributions": (
         "Distributions behind the bars",
@@ -46,9 +50,9 @@ CHART_SECTIONS = {
 }
 
 NO_BREAKDOWN = (
-    "No breakdown was measured in this run, so the report cannot say where the time goes. It is drawn when "
-    "the workflow finds a breakdown table (results/breakdown.parquet or .csv: columns workload, dtype, batch, "
-    "part, ms)."
+    "No breakdown was measured in this run, so the report cannot say where the time goes. Set config key "
+    "breakdown.enabled to true to profile a few forwards of every cell after its timed loop "
+    "(results/breakdown.parquet: columns workload, dtype, batch, part, ms)."
 )
 
 TABLE_COLUMNS = [

@@ -25,6 +25,7 @@ import torch  # noqa: E402
 from qbench.config import CellConfig  # noqa: E402
 from qbench.device import DeviceError, gpu_lock, resolve_device  # noqa: E402
 from qbench.measure import run_cell  # noqa: E402
+from qbench.profile_parts import CellBreakdown  # noqa: E402
 from qbench.shards import write_shard  # noqa: E402
 
 # Process start to here: interpreter, Snakemake's script preamble, imports (torch).
@@ -42,9 +43,13 @@ torch.set_num_threads(max(1, snakemake.threads))
 # Under SLURM the job sees only its own GPU, and the working directory may be on a shared
 # filesystem without flock(): lock on the node's local disk instead.
 lock_dir = "/tmp/qbench-gpu-locks" if os.environ.get("SLURM_JOB_ID") else snakemake.params.lock_dir
+# config key breakdown: a few profiled forwards after the timed loop, written beside the shard
+breakdown = CellBreakdown(snakemake.params.breakdown_forwards) if "breakdown" in snakemake.output.keys() else None
 if device.type == "cuda":
     with gpu_lock(lock_dir) as index:
-        table = run_cell(cell, torch.device("cuda", index), startup_s, attempt)
+        table = run_cell(cell, torch.device("cuda", index), startup_s, attempt, after_timing=breakdown)
 else:
-    table = run_cell(cell, device, startup_s, attempt)
+    table = run_cell(cell, device, startup_s, attempt, after_timing=breakdown)
 write_shard(table, snakemake.output[0])
+if breakdown is not None:
+    write_shard(breakdown.table(table), snakemake.output.breakdown)

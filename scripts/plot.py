@@ -23,6 +23,6 @@ chart = build_chart(
     pd.read_parquet(inputs.summary),
     samples=read_shards(list(inputs.shards)) if "shards" in inputs.keys() else None,
     reference=pd.read_csv(inputs.reference[0]) if inputs.get("reference") else None,
-    breakdown=read_breakdown(inputs.breakdown[0]) if inputs.get("breakdown") else None,
+    breakdown=read_breakdown(inputs.breakdown[0], allow_empty=True) if inputs.get("breakdown") else None,
 )
 save_chart(chart, Path(snakemake.output.svg).with_suffix(""))

@@ -94,7 +94,10 @@ def test_report_renders_in_a_real_browser(browser, cpu_report, tmp_path):
     assert marks(page, "speedup", "points") == timed["speedup"].notna().sum() == 2
     assert marks(page, "distributions", "samples") == timed["n_samples"].sum() == 4 * 2 * 5
     assert marks(page, "distributions", "repeat_means") == 4 * 2
-    assert page.locator("#no-breakdown").inner_text().startswith("No breakdown was measured")
+    breakdown = pd.read_csv(cpu_report / "results" / "breakdown.csv")
+    assert len(breakdown) == 4 * 5  # 2 dtypes x 2 batch sizes x 5 parts, zero-height bars included
+    assert marks(page, "breakdown", "parts") == len(breakdown)
+    assert page.locator("#no-breakdown").count() == 0
     assert page.locator("#answers li").count() == 2  # one sentence per variant and batch size
     assert "--configfile" in page.locator("#command").inner_text()
     assert shot.stat().st_size > 50_000  # a real picture, not a blank page
@@ -121,6 +124,7 @@ def test_untimed_cells_are_marked_in_the_browser(browser, cpu_report, tmp_path):
     for chart in ("latency", "speedup", "distributions"):
         assert page.locator(f'#chart-{chart} svg g.role-mark[class*=" missing_"] > text').all_text_contents() == ["OOM"], chart
     assert "w8a8 vs fp16 at batch 64: no comparison — w8a8 oom." in page.locator("#answers").inner_text()
+    assert page.locator("#no-breakdown").inner_text().startswith("No breakdown was measured")  # none given
     page.close()
 
 

@@ -11,8 +11,8 @@ from tests.conftest import REPO, run_snakemake
 
 pytestmark = pytest.mark.workflow
 CPU = yaml.safe_load((REPO / "config" / "cpu.yaml").read_text())
-TOP_KEYS = str(sorted(["aggregate", "baseline", "batch_sizes", "device", "dtypes", "reference", "repeats", "seed",
-                       "stats", "timing", "workloads"]))  # fmt: skip
+TOP_KEYS = str(sorted(["aggregate", "baseline", "batch_sizes", "breakdown", "device", "dtypes", "reference", "repeats",
+                       "seed", "stats", "timing", "workloads"]))  # fmt: skip
 
 
 def _set(path, value):
@@ -113,6 +113,11 @@ CASES = {
         _set("aggregate", {"on_bad_shard": "ignore"}),
         ["config key aggregate.on_bad_shard: 'ignore' is not one of ['stop', 'skip']"],
     ),
+    "breakdown switch not true or false": (
+        _set("breakdown.enabled", "yes"),
+        ["config key breakdown.enabled: must be true or false, got 'yes'"],
+    ),
+    "breakdown of no forwards": (_set("breakdown.forwards", 0), ["config key breakdown.forwards: must be >= 1, got 0"]),
     "two mistakes, two lines": (
         lambda c: (_set("repeats", 0)(c), _set("batch_sizes", [2, 2])(c)),
         ["config key batch_sizes: duplicate values [2]; give each value once",

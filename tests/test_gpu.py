@@ -1,10 +1,13 @@
 """GPU-only checks of the harness; run on a CUDA machine (skipped elsewhere)."""
 
+import json
+
 import pytest
 import torch
 
 from qbench.config import CellConfig
 from qbench.measure import run_cell
+from qbench.profile_parts import CellBreakdown
 from qbench.schemes import DtypeConfig
 from qbench.timing import TimingConfig, time_forward
 from qbench.workloads import WorkloadConfig
@@ -47,3 +50,30 @@ def test_cells_on_gpu(scheme, impl):
     assert df["timing_method"].iloc[0] == "cuda_graph", df["timing_note"].iloc[0]
     assert df["l2"].iloc[0] == "cold" and df["gpu_uuid"].iloc[0]
     assert df["sm_clock_mhz"].notna().all() and df["peak_reserved_bytes"].iloc[0] > 0
+
+
+@pytest.mark.parametrize("impl", ["eager", "compile"])
+@pytest.mark.parametrize("scheme", ["fp16", "w8a8-int8", "w8a8-fp8"])
+def test_breakdown_on_gpu(scheme, impl):
+    """Every kernel lands in a part (other: only the runtime's copies and fills), quantized
+    schemes show quantization and fp16 none, eager int8's casts and multiplies are linked
+    to their quantized layer, and the kernel time is about the timed latency. Run with -s
+    to see the table."""
+    probe = CellBreakdown(3)
+    cell = CellConfig(SMALL, DtypeConfig("d", scheme, impl), 4, 0, cfg(), 0, "cuda")
+    table = run_cell(cell, after_timing=probe)
+    shard = table.to_pandas()
+    if shard["status"].iloc[0] == "unsupported":
+        pytest.skip(shard["status_detail"].iloc[0])
+    df = probe.table(table).to_pandas().set_index("part")
+    print(f"\n{scheme} {impl}:\n" + df[["ms", "events", "top_events"]].to_string(max_colwidth=400))
+    assert probe.profile.source == "cuda kernels" and probe.profile.forwards == 3
+    assert df.loc["gemm", "ms"] > 0 and df.loc["attention", "ms"] > 0 and df.loc["elementwise", "ms"] > 0
+    assert (df.loc["quantization", "ms"] > 0) == (scheme != "fp16")
+    other = [e["name"] for e in json.loads(df.loc["other", "top_events"])]
+    assert all(name.startswith(("Memcpy", "Memset")) for name in other), other
+    if scheme == "w8a8-int8" and impl == "eager":
+        quant = " ".join(e["name"] for e in json.loads(df.loc["quantization", "top_events"]))
+        assert "copy" in quant or "Mul" in quant or "mul" in quant, quant  # linked to their layer's range
+    timed = shard["latency_ms"].mean()
+    assert 0.5 < df["total_ms"].iloc[0] / timed < 1.3, (df["total_ms"].iloc[0], timed)

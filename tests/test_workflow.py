@@ -32,8 +32,8 @@ def dry_run_jobs(args, tmp_path):
 def test_dry_run_of_the_default_experiment(tmp_path):
     jobs = dry_run_jobs(["--cores", "1", "--resources", "gpu=1", "--configfile", str(REPO / "config" / "config.yaml")], tmp_path)
     # 1 workload x 2 dtypes x 4 batch sizes x 5 repeats
-    # plot: one job per chart (latency, distributions, speedup)
-    assert jobs == {"measure": 40, "aggregate": 1, "plot": 3, "report": 1, "all": 1, "total": 46}
+    # plot: one job per chart (latency, distributions, speedup, breakdown)
+    assert jobs == {"measure": 40, "aggregate": 1, "breakdown": 1, "plot": 4, "report": 1, "all": 1, "total": 48}
 
 
 def test_measure_jobs_declare_one_gpu(tmp_path):
@@ -120,6 +120,29 @@ def test_charts_and_report(cpu_run):
     assert (work / "logs" / "aggregate.log").exists()
 
 
+def test_breakdown_beside_the_shards_and_in_the_report(cpu_run):
+    """The CPU preset profiles every cell (config key breakdown): one table per job beside
+    its shard, their mean over repeats in results/breakdown.parquet and .csv, a chart."""
+    from qbench.breakdown import COLUMNS, PARTS, read_breakdown
+
+    work, _ = cpu_run
+    cells = sorted((work / "results" / "breakdown").rglob("*.parquet"))
+    assert [p.relative_to(work / "results" / "breakdown") for p in cells] == [
+        p.relative_to(work / "results" / "shards") for p in sorted((work / "results" / "shards").rglob("*.parquet"))
+    ]
+    table = pd.read_parquet(work / "results" / "breakdown.parquet")
+    assert table.columns.tolist()[: len(COLUMNS)] == COLUMNS
+    assert len(table) == 4 * len(PARTS) and (table["n_repeats"] == 3).all() and (table["source"] == "cpu ops").all()
+    assert len(read_breakdown(work / "results" / "breakdown.csv")) == len(table)
+    parts = table.set_index(["dtype", "batch", "part"])["ms"]
+    for batch in (2, 8):
+        assert parts[("fp16", batch, "quantization")] == 0 and parts[("w8a8", batch, "quantization")] > 0
+        assert parts[("fp16", batch, "gemm")] > 0 and parts[("fp16", batch, "attention")] > 0
+    assert (work / "results" / "charts" / "breakdown.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = (work / "results" / "report.html").read_text()
+    assert 'id="chart-breakdown"' in html and "No breakdown was measured" not in html
+
+
 def test_second_run_has_nothing_to_do(cpu_run):
     work, _ = cpu_run
     proc = run_snakemake(["-n", "--cores", "1", "--configfile", CPU, "--directory", str(work)])
@@ -131,7 +154,7 @@ def test_snakemake_report(cpu_run, tmp_path):
     out = tmp_path / "workflow-report.html"
     run_snakemake(["--cores", "1", "--configfile", CPU, "--directory", str(work), "--report", str(out)])
     text = out.read_text()
-    assert "summary.csv" in text and "latency.svg" in text
+    assert "summary.csv" in text and "latency.svg" in text and "breakdown.csv" in text
 
 
 def test_qbench_run_picks_the_cpu_preset_without_a_gpu(tmp_path):

@@ -103,12 +103,29 @@ def cell_config(wildcards):
     ).as_dict()
 
 
-# The breakdown of a forward's time (qbench.breakdown's table), drawn when it exists.
+# The breakdown of a forward's time (config key breakdown; qbench.breakdown's table): each
+# measurement job writes its cell's beside its shard, rule breakdown averages them.
+BREAKDOWN = config["breakdown"]["enabled"]
+BREAKDOWN_CELL = "results/breakdown/{workload}/dtype={dtype}/batch={batch}/rep={rep}.parquet"
 BREAKDOWN_TABLES = ["results/breakdown.parquet", "results/breakdown.csv"]
 
 
+def measure_extra_outputs():
+    """Rule measure's outputs besides the shard: the cell's breakdown, when it is made."""
+    return {"breakdown": BREAKDOWN_CELL} if BREAKDOWN else {}
+
+
+def breakdown_forwards():
+    return config["breakdown"]["forwards"] if BREAKDOWN else 0
+
+
+def all_breakdown_cells(wildcards=None):
+    return [BREAKDOWN_CELL.format(workload=w, dtype=d, batch=b, rep=r) for _, w, d, b, r in sweep()]
+
+
 def breakdown_table(wildcards=None):
-    return [p for p in BREAKDOWN_TABLES if os.path.exists(p)][:1]
+    """The breakdown the charts and the report draw: the run's own, when it makes one."""
+    return BREAKDOWN_TABLES[:1] if BREAKDOWN else []
 
 
 def chart_names():

@@ -1,11 +1,14 @@
 rule measure:
     """Time one cell (workload, dtype, batch) in one fresh process: one repeat. A job that
     dies (killed, a driver hiccup) is tried again, up to twice; the shard records which
-    attempt measured it."""
+    attempt measured it. With config key breakdown on, it also profiles a few forwards and
+    writes where their time went beside the shard."""
     output:
         SHARD,
+        **measure_extra_outputs(),
     params:
         cell=cell_config,
+        breakdown_forwards=breakdown_forwards(),
         lock_dir=".qbench-cache/gpu-locks",
         compile_cache=".qbench-cache/inductor",
     priority: measure_priority
