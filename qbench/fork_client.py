@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-log = logging.getLogger("qbench.fork_client")
+log = logging.getLogger("qbench.measure")  # the job's log speaks of its measurement
 
 SERVER_DIR = ".qbench-cache/fork-server"  # relative: Unix socket paths may hold 107 bytes at most
 START_TIMEOUT_S = 180.0  # the server imports torch, Dynamo and Inductor first: slow on a busy machine
@@ -212,7 +212,8 @@ def ensure_server(idle_s: float, folder: Path | None = None, start_timeout_s: fl
             time.sleep(0.05)
         with contextlib.suppress(OSError):
             os.killpg(proc.pid, 9)
-        raise Unavailable(f"the fork server was not ready after {start_timeout_s:.0f} s (see {path.with_suffix('.log')})")
+        log_path = path.with_suffix(".log")
+        raise Unavailable(f"the fork server was not ready after {start_timeout_s:.0f} s (see {log_path})")
 
 
 def _process_gone(pid: int) -> bool:

@@ -54,6 +54,7 @@ PRELOAD = (
 )  # fmt: skip
 KILL_GRACE_S = 5.0  # SIGTERM to SIGKILL, for the child of a job that went away
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 
 
 def preload() -> None:
@@ -104,7 +105,9 @@ def _terminate(signum, frame):
 def child_main(msg: dict, server_pid: int, close_fds: list[int]) -> int:
     """Runs in the forked child: become the job's process, measure, return the status."""
     os.setsid()  # its own process group: the server can kill it with its compile workers
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    libc.prctl(PR_SET_NAME, b"qbench-measure")  # in ps and top, apart from its server
     if os.getppid() != server_pid:  # the server died before prctl took effect
         return 1
     for fd in close_fds:  # the listener, other jobs' sockets, the server's lock

@@ -75,7 +75,9 @@ def overhead(run: dict) -> dict:
 
 def job_timeline(shards_dir: Path) -> pd.DataFrame:
     """One row per measurement job: its start (job process start, from the shard's
-    started_at less its startup_s), its end (the shard's mtime) and its parts, in run order."""
+    started_at less its startup_s), its end (the shard's mtime: Snakemake touches each
+    output when it registers the job's end, so process exit is included) and its parts,
+    in run order."""
     paths = sorted(shards_dir.rglob("*.parquet"))
     jobs = read_shards(paths).groupby(["workload", "dtype", "batch", "rep"]).first().reset_index()
     mtimes = {}
@@ -86,7 +88,8 @@ def job_timeline(shards_dir: Path) -> pd.DataFrame:
     jobs["start"] = jobs["started_at"].map(lambda t: t.timestamp()) - jobs["startup_s"]
     jobs = jobs.sort_values("start").reset_index(drop=True)
     jobs["span_s"] = jobs["end"] - jobs["start"]
-    jobs["gap_before_s"] = jobs["start"] - jobs["end"].shift(1)  # previous job's shard written -> this job's process start
+    jobs["gap_before_s"] = jobs["start"] - jobs["end"].shift(1)  # Snakemake saw the last job end -> this one starts
+    # the shard, the process's exit, Snakemake noticing it (and on CUDA the graph capture)
     jobs["after_timing_s"] = jobs["span_s"] - jobs[["startup_s", "setup_s", "warmup_s", "timed_s"]].sum(axis=1)
     return jobs
 

@@ -48,8 +48,9 @@ if settings.fork_server:
     except Unavailable as exc:
         log.warning("fork server not used: %s; measuring in this process", exc)
     else:
+        if status > 128:  # a child that failed otherwise has said why in this log
+            log.error("the measurement process (fork-server child) was killed by signal %d", status - 128)
         if status != 0:
-            log.error("the measurement (fork-server child) failed with status %d; see above", status)
             Path(job.output).unlink(missing_ok=True)  # no shard from a failed job
         sys.exit(min(status, 255))
 status = measure(job, LAUNCH_IN_PROCESS)
