@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from qbench.config_schema import ConfigError
-from qbench.specs import DEFAULT_TOLERANCE, DtypeConfig, TimingConfig, WorkloadConfig
+from qbench.specs import DEFAULT_TOLERANCE, DtypeConfig, MeasureConfig, TimingConfig, WorkloadConfig
 from qbench.stats import StatsConfig
 
 
@@ -80,6 +80,7 @@ class Experiment:
     stats: StatsConfig
     seed: int
     device: str
+    measure: MeasureConfig = MeasureConfig()
 
     @classmethod
     def from_config(cls, config: dict) -> "Experiment":
@@ -131,6 +132,7 @@ class Experiment:
             stats=StatsConfig.from_dict(config.get("stats") or {}),
             seed=int(config.get("seed", 0)),
             device=config.get("device", "auto"),
+            measure=MeasureConfig.from_dict(config.get("measure") or {}),
         )
 
     def cell(self, workload: str, dtype: str, batch: int, rep: int) -> CellConfig:

@@ -139,3 +139,21 @@ class TimingConfig:
         if unknown:
             raise ValueError(f"timing: unknown keys {unknown}; allowed: {sorted(known)}")
         return cls(**spec)
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """How measurement jobs get their fresh process (`measure:` in the config). Not part
+    of a cell's config hash: it changes the start-up cost, not what is timed (each shard's
+    metadata says which way it was made)."""
+
+    fork_server: bool = True  # fork each job from a server that has torch imported (qbench.fork_server)
+    fork_server_idle_s: float = 120.0  # the server exits after this long without a job
+
+    @classmethod
+    def from_dict(cls, spec: dict) -> "MeasureConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(spec) - known)
+        if unknown:
+            raise ValueError(f"measure: unknown keys {unknown}; allowed: {sorted(known)}")
+        return cls(**spec)

@@ -118,8 +118,13 @@ def build_model(cfg: WorkloadConfig, device: torch.device | str, dtype: torch.dt
     device = torch.device(device)
     with torch.device("meta"):
         model = LlamaDecoder(cfg) if cfg.model == "llama" else Gemm(cfg)
-    # allocated straight in `dtype` on the device: no fp32 copy of a billion weights
-    model = model.to(dtype).to_empty(device=device)
+    # Allocated straight in `dtype` on the device: no fp32 copy of a billion weights. By
+    # torch.empty, not Module.to_empty: its empty_like of meta tensors goes through
+    # torch._refs, whose first use imports sympy and the meta registrations (0.6 s a
+    # process on a 2-core VM).
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            module.register_parameter(name, nn.Parameter(torch.empty(p.shape, dtype=dtype, device=device)))
     gen = torch.Generator(device=device).manual_seed(seed)
     for module in model.modules():
         if isinstance(module, nn.Linear):

@@ -11,15 +11,28 @@ markdown tables:
   differ (goal: overlap everywhere, < 1%).
 
     python scripts/bench_pipeline.py --run results-1:612 --run results-2:540 [--json out.json]
+
+With --workflow it makes the runs itself: the given config, run by Snakemake in a scratch
+folder once with the fork server and once without (measure.fork_server), after one run
+that warms the compile cache, and prints per-job fixed cost both ways (works on any
+machine; on a CPU use the CPU preset):
+
+    python scripts/bench_pipeline.py --workflow config/cpu.yaml [--gpus 1] [--rounds 2] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from qbench.shards import read_shards
 
@@ -60,6 +73,110 @@ def overhead(run: dict) -> dict:
     }
 
 
+def job_timeline(shards_dir: Path) -> pd.DataFrame:
+    """One row per measurement job: its start (job process start, from the shard's
+    started_at less its startup_s), its end (the shard's mtime: Snakemake touches each
+    output when it registers the job's end, so process exit is included) and its parts,
+    in run order."""
+    paths = sorted(shards_dir.rglob("*.parquet"))
+    jobs = read_shards(paths).groupby(["workload", "dtype", "batch", "rep"]).first().reset_index()
+    mtimes = {}
+    for p in paths:
+        rel = p.relative_to(shards_dir).parts  # workload/dtype=d/batch=b/rep=r.parquet
+        mtimes[(rel[0], rel[1][6:], int(rel[2][6:]), int(Path(rel[3]).stem[4:]))] = p.stat().st_mtime
+    jobs["end"] = [mtimes[(w, d, int(b), int(r))] for w, d, b, r in jobs[["workload", "dtype", "batch", "rep"]].values]
+    jobs["start"] = jobs["started_at"].map(lambda t: t.timestamp()) - jobs["startup_s"]
+    jobs = jobs.sort_values("start").reset_index(drop=True)
+    jobs["span_s"] = jobs["end"] - jobs["start"]
+    jobs["gap_before_s"] = jobs["start"] - jobs["end"].shift(1)  # Snakemake saw the last job end -> this one starts
+    # the shard, the process's exit, Snakemake noticing it (and on CUDA the graph capture)
+    jobs["after_timing_s"] = jobs["span_s"] - jobs[["startup_s", "setup_s", "warmup_s", "timed_s"]].sum(axis=1)
+    return jobs
+
+
+def job_costs(name: str, wall_s: float, jobs: pd.DataFrame) -> dict:
+    """Per-job fixed cost of one run, medians per job and totals."""
+    timed = float(jobs["timed_s"].sum())
+    span = float(jobs["end"].max() - jobs["start"].min())  # first job's start to last shard
+    return {
+        "run": name,
+        "jobs": len(jobs),
+        "wall_s": wall_s,
+        "measure_span_s": span,
+        "timed_loop_sum_s": timed,
+        "wall_over_timed": wall_s / timed,
+        "measure_span_over_timed": span / timed,
+        "per_job_fixed_s": (span - timed) / len(jobs),
+        "median_startup_s": float(jobs["startup_s"].median()),
+        "median_setup_s": float((jobs["setup_s"] - jobs["compile_s"]).median()),
+        "median_first_call_s": float(jobs["compile_s"].median()),
+        "median_warmup_s": float(jobs["warmup_s"].median()),
+        "median_timed_s": float(jobs["timed_s"].median()),
+        "median_after_timing_s": float(jobs["after_timing_s"].median()),
+        "median_gap_between_jobs_s": float(jobs["gap_before_s"].median()),
+    }
+
+
+def stop_fork_server(work: Path) -> None:
+    """Stop any fork server of this folder, so each run starts its own (as a run does)."""
+    import socket
+
+    for sock_path in (work / ".qbench-cache" / "fork-server").glob("*.sock"):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            try:
+                s.connect(str(sock_path))
+                s.sendall(b'{"op": "stop"}\n')
+                s.recv(1024)
+            except OSError:
+                pass
+    time.sleep(0.5)
+
+
+def run_workflow(work: Path, config: dict, fork_server: bool, cores: str, gpus: int, log_name: str) -> float:
+    """One Snakemake run of the whole workflow in `work` from fresh results (caches kept); its wall time."""
+    cfg = json.loads(json.dumps(config))
+    cfg.setdefault("measure", {})["fork_server"] = fork_server
+    cfg_path = work / f"{log_name}.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    for d in ("results", "logs"):
+        shutil.rmtree(work / d, ignore_errors=True)
+    stop_fork_server(work)
+    repo = Path(__file__).resolve().parents[1]
+    exe = shutil.which("snakemake", path=str(Path(sys.executable).parent))
+    cmd = ([exe] if exe else [sys.executable, "-m", "snakemake"]) + [
+        "--snakefile", str(repo / "Snakefile"), "--directory", str(work), "--cores", cores,
+        "--resources", f"gpu={gpus}", "--configfile", str(cfg_path)]  # fmt: skip
+    t0 = time.perf_counter()
+    with open(work / f"{log_name}.log", "w") as out:
+        proc = subprocess.run(cmd, cwd=repo, stdout=out, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.exit(f"snakemake failed ({proc.returncode}); see {work / (log_name + '.log')}")
+    return wall
+
+
+def bench_workflow(args) -> dict:
+    """Run the workflow with and without the fork server and print per-job fixed cost."""
+    config = yaml.safe_load(open(args.workflow))
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="qbench-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"scratch folder {work}; warming the compile cache ...", flush=True)
+    run_workflow(work, config, True, args.cores, args.gpus, "warmup")
+    rows, report = [], {"workflow": args.workflow, "workdir": str(work), "runs": []}
+    for r in range(args.rounds):
+        for mode in ("fork_server", "in_process"):
+            name = f"{mode}-{r + 1}"
+            wall = run_workflow(work, config, mode == "fork_server", args.cores, args.gpus, name)
+            jobs = job_timeline(work / "results" / "shards")
+            costs = job_costs(name, wall, jobs)
+            print(f"{name}: wall {wall:.1f} s, per-job fixed cost {costs['per_job_fixed_s']:.2f} s", flush=True)
+            rows.append(costs)
+            report["runs"].append({"costs": costs, "jobs": jobs.drop(columns=["started_at"]).to_dict("records")})
+    table = pd.DataFrame(rows).set_index("run").T
+    print(f"\n## per-job fixed cost, {args.workflow} (medians per job; seconds)\n\n{table.round(3).to_markdown()}\n")
+    return report
+
+
 def stability(a: dict, b: dict) -> pd.DataFrame:
     keys = ["workload", "dtype", "batch"]
     m = a["summary"].merge(b["summary"], on=keys, suffixes=("_a", "_b"))
@@ -70,9 +187,21 @@ def stability(a: dict, b: dict) -> pd.DataFrame:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", action="append", required=True, help="RESULTS_DIR[:WALL_SECONDS]")
+    ap.add_argument("--run", action="append", help="RESULTS_DIR[:WALL_SECONDS]")
+    ap.add_argument("--workflow", metavar="CONFIG", help="make the runs: this config with and without the fork server")
+    ap.add_argument("--workdir", help="--workflow: scratch folder (default: a new one under the temp dir)")
+    ap.add_argument("--rounds", type=int, default=1, help="--workflow: runs per mode, alternating (default 1)")
+    ap.add_argument("--cores", default="2", help="--workflow: snakemake --cores (default 2)")
+    ap.add_argument("--gpus", type=int, default=1, help="--workflow: snakemake --resources gpu=N (default 1)")
     ap.add_argument("--json")
     args = ap.parse_args()
+    if args.workflow:
+        report = bench_workflow(args)
+        if args.json:
+            json.dump(report, open(args.json, "w"), indent=1, default=str)
+        return
+    if not args.run:
+        ap.error("give --run RESULTS_DIR[:WALL] (one or more) or --workflow CONFIG")
     runs = [load(r) for r in args.run]
     report: dict = {"runs": []}
     for run in runs:

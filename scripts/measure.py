@@ -1,10 +1,15 @@
-"""rule measure: time one cell in this process and write its shard."""
+"""rule measure: time one cell in a fresh process and write its shard. With
+`measure.fork_server` on (the default) the process is a child of this machine's fork
+server (qbench.fork_server), which has torch and its compiler imported already; when the
+server cannot be used, the log says why and the cell is measured in this process."""
 
+import logging
 import os
-import time
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-import psutil
+from qbench.startup import process_start
 
 if TYPE_CHECKING:
     from snakemake.script import snakemake
@@ -14,42 +19,49 @@ from qbench.logs import log_to
 log_to(snakemake.log[0])
 
 # Inductor's cache is shared by every job of the run: a repeat reuses what the first
-# repeat compiled. Set before torch is imported.
+# repeat compiled. Set before torch is imported, here or in the fork-server child.
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.abspath(snakemake.params.compile_cache))
 
-import logging  # noqa: E402
-import sys  # noqa: E402
+from qbench.measure_job import LAUNCH_IN_PROCESS, JobRequest, measure  # noqa: E402 (torch-free until measure runs)
+from qbench.specs import MeasureConfig  # noqa: E402
 
-import torch  # noqa: E402
-
-from qbench.config import CellConfig  # noqa: E402
-from qbench.device import DeviceError, gpu_lock, resolve_device  # noqa: E402
-from qbench.measure import run_cell  # noqa: E402
-from qbench.profile_parts import CellBreakdown  # noqa: E402
-from qbench.shards import write_shard  # noqa: E402
-
-# Process start to here: interpreter, Snakemake's script preamble, imports (torch).
-startup_s = time.time() - psutil.Process().create_time()
-attempt = int(snakemake.resources.get("qbench_attempt", 1))
-log = logging.getLogger("qbench.measure")
-log.info("attempt %d", attempt)
-cell = CellConfig.from_dict(snakemake.params.cell)
 try:
-    device = resolve_device(cell.device)
-except DeviceError as exc:
-    log.error("%s", exc)  # the user's mistake: one line, no traceback
-    sys.exit(1)
-torch.set_num_threads(max(1, snakemake.threads))
-# Under SLURM the job sees only its own GPU, and the working directory may be on a shared
-# filesystem without flock(): lock on the node's local disk instead.
-lock_dir = "/tmp/qbench-gpu-locks" if os.environ.get("SLURM_JOB_ID") else snakemake.params.lock_dir
-# config key breakdown: a few profiled forwards after the timed loop, written beside the shard
-breakdown = CellBreakdown(snakemake.params.breakdown_forwards) if "breakdown" in snakemake.output.keys() else None
-if device.type == "cuda":
-    with gpu_lock(lock_dir) as index:
-        table = run_cell(cell, torch.device("cuda", index), startup_s, attempt, after_timing=breakdown)
-else:
-    table = run_cell(cell, device, startup_s, attempt, after_timing=breakdown)
-write_shard(table, snakemake.output[0])
-if breakdown is not None:
-    write_shard(breakdown.table(table), snakemake.output.breakdown)
+    job_start = process_start()  # seconds since boot: the child measures the job's start-up from it
+except OSError:  # no /proc: start-up is then measured from the measuring process's own start
+    job_start = None
+job = JobRequest(
+    cell=snakemake.params.cell,
+    output=snakemake.output[0],
+    log=snakemake.log[0],
+    attempt=int(snakemake.resources.get("qbench_attempt", 1)),
+    threads=snakemake.threads,
+    lock_dir=snakemake.params.lock_dir,
+    job_start=job_start,
+    # config key breakdown: a few profiled forwards after the timed loop, written beside the shard
+    breakdown_output=snakemake.output.breakdown if "breakdown" in snakemake.output.keys() else None,
+    breakdown_forwards=snakemake.params.breakdown_forwards,
+)
+log = logging.getLogger("qbench.measure")
+settings = MeasureConfig.from_dict(snakemake.config.get("measure") or {})
+if settings.fork_server:
+    from qbench.fork_client import Unavailable, run_job
+
+    try:
+        status = run_job(job.as_dict(), settings.fork_server_idle_s)
+    except Unavailable as exc:
+        log.warning("fork server not used: %s; measuring in this process", exc)
+    else:
+        if status > 128:  # a child that failed otherwise has said why in this log
+            log.error("the measurement process (fork-server child) was killed by signal %d", status - 128)
+        if status != 0:
+            Path(job.output).unlink(missing_ok=True)  # no shard from a failed job
+            if job.breakdown_output:
+                Path(job.breakdown_output).unlink(missing_ok=True)
+        sys.exit(min(status, 255))
+status = measure(job, LAUNCH_IN_PROCESS)
+# Leave without the interpreter's teardown of torch (a second per job on a 2-core VM):
+# the shard is written and fsynced, and the log is flushed here.
+logging.shutdown()
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(status)

@@ -11,7 +11,7 @@ from tests.conftest import REPO, run_snakemake
 
 pytestmark = pytest.mark.workflow
 CPU = yaml.safe_load((REPO / "config" / "cpu.yaml").read_text())
-TOP_KEYS = str(sorted(["aggregate", "baseline", "batch_sizes", "breakdown", "device", "dtypes", "reference", "repeats",
+TOP_KEYS = str(sorted(["aggregate", "baseline", "batch_sizes", "breakdown", "device", "dtypes", "measure", "reference", "repeats",
                        "seed", "stats", "timing", "workloads"]))  # fmt: skip
 
 
@@ -22,7 +22,7 @@ def _set(path, value):
         *parents, last = path.split(".")
         node = cfg
         for p in parents:
-            node = node[p]
+            node = node.setdefault(p, {})
         node[last] = value
 
     return change
@@ -48,6 +48,14 @@ CASES = {
     "unknown nested key": (
         _set("dtypes.w8a8.precision", "int8"),
         ["config key dtypes.w8a8.precision: not a known key; allowed: ['impl', 'scheme', 'smoothquant', 'tolerance']"],
+    ),
+    "fork server switch not a boolean": (
+        _set("measure.fork_server", "yes"),
+        ["config key measure.fork_server: must be true or false, got 'yes'"],
+    ),
+    "unknown measure key": (
+        _set("measure.fork_server_idle", 5),
+        ["config key measure.fork_server_idle: not a known key; allowed: ['fork_server', 'fork_server_idle_s']"],
     ),
     "wrong type (string for integer)": (
         _set("repeats", "three"),

@@ -1,0 +1,432 @@
+"""A per-machine fork server for measurement jobs: it imports torch, Dynamo, Inductor and
+qbench once, and forks a child per job before any CUDA call.
+
+Each child is a fresh process for everything that matters to a measurement: the CUDA
+context, the allocator, compiled code, the GPU lock; what it inherits is imported Python
+modules. So a repeat is still one fresh process (docs/PERFORMANCE.md), minus the 5-10 s
+of imports that every job paid before. The rules that keep forking safe:
+- the server never touches CUDA (checked before every fork: torch's CUDA state and any
+  open /dev/nvidia* file, which NVML or the driver would leave),
+- it runs no thread (checked before every fork: /proc/self/task), so no lock is held by
+  a thread that the child would not have; OpenBLAS (numpy) is kept to one thread,
+- it starts no pool (Inductor's compile workers start in the child, as they did in a job).
+If a check fails the job is refused with the reason, measures in its own process, and
+the server exits.
+
+Lifetime: started by the first job (qbench.fork_client), it exits when idle for
+`--idle-s`, when the Snakemake run(s) it served are gone, when its socket is removed or
+replaced, on SIGTERM, or on {"op": "stop"}. A job that goes away takes its child with it
+(SIGTERM, SIGKILL after a grace); a server that dies takes its children with it
+(PR_SET_PDEATHSIG).
+
+    python -m qbench.fork_server --socket .qbench-cache/fork-server/KEY.sock --key KEY --idle-s 120
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import fcntl
+import gc
+import importlib
+import logging
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from qbench.fork_client import LineReader, mark_unusable, send
+
+log = logging.getLogger("qbench.fork_server")
+
+# Imported once here, inherited by every child: what a job spent its first seconds on.
+PRELOAD = (
+    "numpy", "pandas", "pyarrow", "pyarrow.parquet", "psutil",
+    "torch", "torch._dynamo", "torch._inductor", "torch._inductor.compile_fx", "torch._inductor.codecache",
+    "torch._inductor.lowering", "torch._inductor.graph", "torch._functorch.aot_autograd",
+    "qbench.config", "qbench.device", "qbench.measure", "qbench.measure_job", "qbench.shards", "qbench.logs",
+)  # fmt: skip
+KILL_GRACE_S = 5.0  # SIGTERM to SIGKILL, for the child of a job that went away
+PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
+
+
+def preload() -> None:
+    # No thread may run at fork time: one OpenBLAS thread (numpy's BLAS measures nothing
+    # here), and no jemalloc background thread (pyarrow starts one on import otherwise).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    os.environ.setdefault("JE_ARROW_MALLOC_CONF", "background_thread:false")
+    # Any torch.cuda.is_available() asks NVML, not the CUDA runtime, which would poison forks.
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    for name in PRELOAD:
+        importlib.import_module(name)
+    gc.collect()
+    gc.freeze()  # children do not copy the preloaded objects' pages when the collector runs
+
+
+def fork_problem() -> str | None:
+    """Why forking now would give a child that is not a fresh process, or None."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        return "CUDA is initialized in the fork server"
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}").startswith("/dev/nvidia"):
+                return f"the fork server holds {os.readlink(f'/proc/self/fd/{fd}')} open (CUDA or NVML was started)"
+    tasks = os.listdir("/proc/self/task")
+    if len(tasks) > 1:
+        names = []
+        for t in tasks:
+            with contextlib.suppress(OSError), open(f"/proc/self/task/{t}/comm") as fh:
+                names.append(fh.read().strip())
+        return f"the fork server runs {len(tasks)} threads ({', '.join(names)}); a fork keeps only one"
+    return None
+
+
+def exit_status(wait_status: int) -> int:
+    """A shell's view of a wait status: the exit code, or 128 + N for signal N."""
+    code = os.waitstatus_to_exitcode(wait_status)
+    return code if code >= 0 else 128 - code
+
+
+# --- the child ------------------------------------------------------------------------
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds, so a shard being written is removed, not left half
+
+
+def child_main(msg: dict, server_pid: int, close_fds: list[int]) -> int:
+    """Runs in the forked child: become the job's process, measure, return the status."""
+    os.setsid()  # its own process group: the server can kill it with its compile workers
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    libc.prctl(PR_SET_NAME, b"qbench-measure")  # in ps and top, apart from its server
+    if os.getppid() != server_pid:  # the server died before prctl took effect
+        return 1
+    for fd in close_fds:  # the listener, other jobs' sockets, the server's lock
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    os.chdir(msg["cwd"])
+    os.environ.clear()
+    os.environ.update(msg["env"])  # the job's environment: CUDA_VISIBLE_DEVICES, caches, SLURM_*
+
+    from qbench.logs import log_to
+    from qbench.measure_job import LAUNCH_FORK_SERVER, JobRequest, measure
+
+    job = JobRequest.from_dict(msg["job"])
+    fd = os.open(job.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)  # native messages (torch's C++ warnings, Triton) go to the job's log too
+    os.dup2(fd, 2)
+    os.close(fd)
+    log_to(job.log)
+    try:
+        return measure(job, LAUNCH_FORK_SERVER)
+    except SystemExit as exc:
+        logging.getLogger("qbench.measure").error("terminated (status %s)", exc.code)
+        return exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        logging.getLogger("qbench.measure").error("measurement failed:\n%s", traceback.format_exc())
+        return 1
+
+
+def fork_child(msg: dict, close_fds: list[int]) -> int:
+    """Fork; in the child, run the job and leave with os._exit (no interpreter teardown:
+    the shard is written and fsynced, the log is line-buffered)."""
+    server_pid = os.getpid()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        code = child_main(msg, server_pid, close_fds)
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+# --- the server -----------------------------------------------------------------------
+
+
+@dataclass
+class Child:
+    pid: int
+    label: str
+    conn: socket.socket | None
+    pidfd: int | None
+    started: float
+    kill_at: float | None = None  # SIGKILL deadline once its job went away
+
+
+class Server:
+    def __init__(self, path: Path, key: str, idle_s: float, lock_fd: int):
+        self.path, self.key, self.idle_s, self.lock_fd = path, key, idle_s, lock_fd
+        self.sel = selectors.DefaultSelector()
+        self.children: dict[int, Child] = {}
+        self.runs: dict[int, float] = {}  # Snakemake runs served: pid -> create_time
+        self.last_busy = time.monotonic()
+        self.served = 0
+        self.stop: str | None = None
+        self.listener = self._listen()
+
+    def _listen(self) -> socket.socket:
+        """Bind beside the final path, then rename: a job that can connect finds a server
+        that is ready, and never one half started."""
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(tmp))
+        sock.listen(128)
+        os.replace(tmp, self.path)
+        self.inode = os.stat(self.path).st_ino
+        self.sel.register(sock, selectors.EVENT_READ, ("accept", None))
+        return sock
+
+    # the loop
+
+    def serve(self) -> str:
+        log.info("ready: pid %d, socket %s, idle timeout %.0f s", os.getpid(), self.path, self.idle_s)
+        poll = not hasattr(os, "pidfd_open")
+        while self.stop is None:
+            for key, _ in self.sel.select(0.05 if poll else 1.0):
+                kind, child = key.data
+                if kind == "accept":
+                    self._accept()
+                elif kind == "conn":
+                    self._job_readable(child)
+                elif kind == "pidfd":
+                    self._reap(child)
+            if poll:
+                for child in list(self.children.values()):
+                    self._reap(child, block=False)
+            self._kill_overdue()
+            self.stop = self.stop or self._why_stop()
+        return self.stop
+
+    def _why_stop(self) -> str | None:
+        try:
+            if os.stat(self.path).st_ino != self.inode:
+                return "its socket was replaced"
+        except FileNotFoundError:
+            return "its socket was removed"
+        if self.children:
+            return None
+        idle = time.monotonic() - self.last_busy
+        if idle > self.idle_s:
+            return f"idle for {idle:.0f} s"
+        if self.runs and not any(_alive(pid, ct) for pid, ct in self.runs.items()):
+            return "the Snakemake run it served is over"
+        return None
+
+    # jobs
+
+    def _accept(self) -> None:
+        conn, _ = self.listener.accept()
+        conn.settimeout(5.0)
+        try:
+            msg = LineReader(conn).read(5.0)
+        except (OSError, TimeoutError, ValueError):
+            conn.close()
+            return
+        op = (msg or {}).get("op")
+        if op == "ping":
+            send(conn, {"event": "pong", "pid": os.getpid(), "key": self.key, "children": len(self.children),
+                        "served": self.served})  # fmt: skip
+            conn.close()
+        elif op == "stop":
+            self.stop = "asked to stop"
+            send(conn, {"event": "stopping", "pid": os.getpid()})
+            conn.close()
+        elif op == "measure":
+            self._start_job(conn, msg)
+        else:
+            conn.close()
+
+    def _start_job(self, conn: socket.socket, msg: dict) -> None:
+        problem = fork_problem()
+        if problem:
+            log.error("refusing a job and exiting: %s", problem)
+            mark_unusable(self.path, problem)
+            with contextlib.suppress(OSError):
+                send(conn, {"event": "refused", "reason": problem})
+            conn.close()
+            self.stop = problem
+            return
+        cell = msg["job"]["cell"]
+        label = f"{cell['workload']['name']}/{cell['dtype']['name']}/batch={cell['batch']}/rep={cell['rep']}"
+        keep = [self.listener.fileno(), self.sel.fileno(), self.lock_fd]
+        others = [c.conn.fileno() for c in self.children.values() if c.conn is not None]
+        others += [c.pidfd for c in self.children.values() if c.pidfd is not None]
+        pid = fork_child(msg, keep + others + [conn.fileno()])
+        self.served += 1
+        pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
+        child = Child(pid, label, conn, pidfd, time.monotonic())
+        self.children[pid] = child
+        run = msg.get("run")
+        if run:
+            self.runs[int(run["pid"])] = float(run["create_time"])
+        log.info("child %d: %s (attempt %s)", pid, label, msg["job"].get("attempt"))
+        try:
+            send(conn, {"event": "started", "pid": pid, "server_pid": os.getpid()})
+        except OSError:
+            self._job_gone(child)
+            return
+        conn.setblocking(False)
+        self.sel.register(conn, selectors.EVENT_READ, ("conn", child))
+        if pidfd is not None:
+            self.sel.register(pidfd, selectors.EVENT_READ, ("pidfd", child))
+
+    def _job_readable(self, child: Child) -> None:
+        """The job sends nothing after its request: readable means it went away."""
+        try:
+            data = child.conn.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._job_gone(child)
+
+    def _job_gone(self, child: Child) -> None:
+        log.warning("child %d: its job went away; terminating it", child.pid)
+        self._close_conn(child)
+        _signal_group(child.pid, signal.SIGTERM)
+        child.kill_at = time.monotonic() + KILL_GRACE_S
+
+    def _kill_overdue(self) -> None:
+        now = time.monotonic()
+        for child in self.children.values():
+            if child.kill_at is not None and now >= child.kill_at:
+                log.warning("child %d: still alive %.0f s after SIGTERM; SIGKILL", child.pid, KILL_GRACE_S)
+                _signal_group(child.pid, signal.SIGKILL)
+                child.kill_at = float("inf")
+
+    def _reap(self, child: Child, block: bool = True) -> None:
+        pid, status = os.waitpid(child.pid, 0 if block else os.WNOHANG)
+        if pid == 0:
+            return
+        code = exit_status(status)
+        log.info("child %d: %s ended with status %d after %.1f s", child.pid, child.label, code,
+                 time.monotonic() - child.started)  # fmt: skip
+        if child.conn is not None:
+            with contextlib.suppress(OSError):
+                child.conn.setblocking(True)
+                send(child.conn, {"event": "exit", "returncode": code})
+            self._close_conn(child)
+        if child.pidfd is not None:
+            self.sel.unregister(child.pidfd)
+            os.close(child.pidfd)
+        del self.children[child.pid]
+        self.last_busy = time.monotonic()
+
+    def _close_conn(self, child: Child) -> None:
+        if child.conn is None:
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(child.conn)
+        child.conn.close()
+        child.conn = None
+
+    def close(self) -> None:
+        """Leave nothing behind: children of a server that stops are its jobs' children."""
+        for child in list(self.children.values()):
+            _signal_group(child.pid, signal.SIGTERM)
+        deadline = time.monotonic() + KILL_GRACE_S
+        while self.children and time.monotonic() < deadline:
+            for child in list(self.children.values()):
+                self._reap(child, block=False)
+            time.sleep(0.05)
+        for child in self.children.values():
+            _signal_group(child.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            if os.stat(self.path).st_ino == self.inode:
+                self.path.unlink()
+        self.listener.close()
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)  # the child and the compile workers it started
+    except ProcessLookupError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)  # not yet in its own group
+
+
+def _alive(pid: int, create_time: float) -> bool:
+    import psutil
+
+    try:
+        return abs(psutil.Process(pid).create_time() - create_time) < 1e-3
+    except psutil.Error:
+        return False
+
+
+def _lifetime_lock(path: Path, wait_s: float = 10.0) -> int | None:
+    """One server per socket: held for the server's life. A server that found its socket
+    gone is on its way out, so wait a little for its lock."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return fd
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--socket", required=True, type=Path)
+    ap.add_argument("--key", default="")
+    ap.add_argument("--idle-s", type=float, default=120.0)
+    args = ap.parse_args(argv)
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")  # fmt: skip
+    lock_fd = _lifetime_lock(args.socket.with_suffix(".lock"))
+    if lock_fd is None:
+        log.error("another fork server holds %s; exiting", args.socket.with_suffix(".lock"))
+        return 3
+    t0 = time.perf_counter()
+    preload()
+    log.info("preloaded %d modules in %.1f s", len(PRELOAD), time.perf_counter() - t0)
+    problem = fork_problem()
+    if problem:
+        log.error("cannot serve: %s", problem)
+        mark_unusable(args.socket, problem)
+        return 4
+    server = Server(args.socket, args.key, args.idle_s, lock_fd)
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    reason = "?"
+    try:
+        reason = server.serve()
+    except SystemExit as exc:
+        reason = f"signal (status {exc.code})"
+    finally:
+        server.close()
+        log.info("exiting: %s; served %d jobs", reason, server.served)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

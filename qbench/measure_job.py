@@ -1,0 +1,89 @@
+"""One measurement job's body: take a GPU, measure the cell, write its shard.
+
+The same code runs in the Snakemake job's own process and in a fork-server child
+(qbench.fork_server); `JobRequest` is what the job hands over, plain JSON. Torch is
+imported inside `measure`, so the job's side (scripts/measure.py, qbench.fork_client)
+can build a request without importing it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+
+log = logging.getLogger("qbench.measure")
+
+# How the measuring process came to be, recorded in each shard's metadata.
+LAUNCH_IN_PROCESS = "in_process"
+LAUNCH_FORK_SERVER = "fork_server"
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """Everything a measurement needs from its Snakemake job."""
+
+    cell: dict  # CellConfig.as_dict()
+    output: str  # the shard's path
+    log: str  # the job's log file
+    attempt: int
+    threads: int
+    lock_dir: str  # GPU locks; replaced by a node-local folder under SLURM
+    job_start: float | None = None  # the job process's start, seconds since boot (qbench.startup)
+    # config key breakdown: profile this many forwards after the timed loop and write the
+    # cell's breakdown table here (None: no breakdown)
+    breakdown_output: str | None = None
+    breakdown_forwards: int = 3
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "JobRequest":
+        return cls(**d)
+
+
+def gpu_lock_dir(lock_dir: str) -> str:
+    """Under SLURM the job sees only its own GPU, and the working directory may be on a
+    shared filesystem without flock(): lock on the node's local disk instead."""
+    return "/tmp/qbench-gpu-locks" if os.environ.get("SLURM_JOB_ID") else lock_dir
+
+
+def measure(job: JobRequest, launch: str) -> int:
+    """Measure the cell and write its shard; the exit status for the job (0: written). A
+    device mistake is one logged line and status 1; anything unexpected is raised, and
+    no shard is written."""
+    import torch
+
+    from qbench.config import CellConfig
+    from qbench.device import DeviceError, gpu_lock, resolve_device
+    from qbench.measure import run_cell
+    from qbench.shards import write_shard
+    from qbench.startup import own_age, seconds_since
+
+    # Job start to here: interpreter, Snakemake's script preamble, imports (torch) or the
+    # fork server's hand-over; in a child, the job's start, not the child's, counts.
+    startup_s = seconds_since(job.job_start) if job.job_start is not None else own_age()
+    log.info("attempt %d (%s)", job.attempt, launch.replace("_", " "))
+    cell = CellConfig.from_dict(job.cell)
+    try:
+        device = resolve_device(cell.device)
+    except DeviceError as exc:
+        log.error("%s", exc)  # the user's mistake: one line, no traceback
+        return 1
+    torch.set_num_threads(max(1, job.threads))
+    breakdown = None
+    if job.breakdown_output:
+        from qbench.profile_parts import CellBreakdown
+
+        breakdown = CellBreakdown(job.breakdown_forwards)
+    if device.type == "cuda":
+        with gpu_lock(gpu_lock_dir(job.lock_dir)) as index:
+            table = run_cell(cell, torch.device("cuda", index), startup_s, job.attempt, after_timing=breakdown)
+    else:
+        table = run_cell(cell, device, startup_s, job.attempt, after_timing=breakdown)
+    metadata = {**(table.schema.metadata or {}), b"qbench.launch": launch.encode()}
+    write_shard(table.replace_schema_metadata(metadata), job.output)
+    if breakdown is not None:
+        write_shard(breakdown.table(table), job.breakdown_output)
+    return 0

@@ -1,0 +1,241 @@
+"""The fork server (qbench.fork_server, qbench.fork_client) with real processes: real
+Snakemake runs of a tiny experiment on the CPU, a real server, real kills. Nothing stands
+in for the server; the only thing a test fakes is nothing at all, it only kills things
+(the child, the job, the server) at the moment a real failure would."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from qbench import fork_client
+from qbench.fork_server import fork_problem
+from qbench.shards import SCHEMA
+from tests.conftest import REPO
+from tests.test_faults import (
+    LONG_JOBS,
+    measure_process,
+    shards_in,
+    snakemake,
+    start_snakemake,
+    tiny_config,
+    wait_for,
+    write_config,
+)
+
+SERVER_DIR = Path(".qbench-cache/fork-server")
+LOG = "logs/measure/tiny/dtype=fp16/batch=2/rep=0.log"
+
+
+def is_fork_server(p: psutil.Process) -> bool:
+    """A server or one of its children (which carry its command line)."""
+    try:
+        return "qbench.fork_server" in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def servers_in(folder: Path) -> list[psutil.Process]:
+    """Live fork servers started in `folder` (their working directory), not their children."""
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if is_fork_server(p) and Path(p.cwd()).resolve() == folder.resolve() and not is_fork_server(p.parent()):
+                found.append(p)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.fixture
+def no_server_left(tmp_path):
+    """Stop whatever server a test started under tmp_path, even when it fails."""
+    yield
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if "qbench.fork_server" in " ".join(p.info["cmdline"] or []) and str(tmp_path) in p.cwd():
+                p.kill()
+        except psutil.Error:
+            continue
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def server_log(work: Path) -> str:
+    return "".join(p.read_text() for p in (work / SERVER_DIR).glob("*.log"))
+
+
+def child_pid(work: Path) -> int:
+    """The fork-server child measuring now (the last one the server's log announced)."""
+    for line in reversed(server_log(work).splitlines()):
+        if ": child " in line and "(attempt" in line:
+            return int(line.split(": child ")[1].split(":")[0])
+    raise AssertionError("no child announced in the server's log")
+
+
+def launch(path: Path) -> str:
+    return pq.read_schema(path).metadata[b"qbench.launch"].decode()
+
+
+def ping(folder: Path) -> dict:
+    """Connect to the folder's server (starting one if none runs) and ask its pid."""
+    sock = fork_client.ensure_server(30.0, folder)
+    with sock:
+        fork_client.send(sock, {"op": "ping"})
+        return fork_client.LineReader(sock).read(10.0)
+
+
+# --- through Snakemake -----------------------------------------------------------------
+
+
+@pytest.mark.workflow
+def test_a_shard_through_the_server_is_like_one_made_in_process(tmp_path, no_server_left):
+    """The same cells, once through the server and once with `measure.fork_server: false`:
+    the shards have the same schema, columns and metadata keys, and say how they were
+    made; the config key off starts no server; the server leaves when the run is over."""
+    cfg = tiny_config(dtypes=("fp16", "w8a8"))
+    on, off = tmp_path / "on", tmp_path / "off"
+    snakemake(on, write_config(on, cfg))
+    snakemake(off, write_config(off, {**cfg, "measure": {"fork_server": False}}))
+
+    on_shards, off_shards = shards_in(on), shards_in(off)
+    assert [p.relative_to(on) for p in on_shards] == [p.relative_to(off) for p in off_shards] and len(on_shards) == 2
+    for a, b in zip(on_shards, off_shards):
+        ta, tb = pq.read_table(a), pq.read_table(b)
+        assert ta.schema.remove_metadata().equals(SCHEMA) and tb.schema.remove_metadata().equals(SCHEMA)
+        assert set(ta.schema.metadata) == set(tb.schema.metadata)
+        assert ta.schema.metadata[b"qbench.cell_config"] == tb.schema.metadata[b"qbench.cell_config"]
+        assert (launch(a), launch(b)) == ("fork_server", "in_process")
+        da, db = ta.to_pandas(), tb.to_pandas()
+        assert len(da) == len(db) == 3 and (da["status"] == "ok").all() and (db["status"] == "ok").all()
+        assert da["config_hash"].iloc[0] == db["config_hash"].iloc[0]  # the key is not in the cell's hash
+        assert da["rel_error"].iloc[0] == pytest.approx(db["rel_error"].iloc[0], abs=1e-6)
+        assert 0 < da["startup_s"].iloc[0] < 60 and 0 < db["startup_s"].iloc[0] < 60
+    assert "attempt 1 (fork server)" in (on / LOG).read_text()
+    assert "attempt 1 (in process)" in (off / LOG).read_text()
+    assert not (off / SERVER_DIR).exists()
+    wait_for(lambda: not servers_in(on), timeout=30, what="the server to leave after the run")
+    assert "exiting: the Snakemake run it served is over; served 2 jobs" in server_log(on)
+
+
+@pytest.mark.workflow
+def test_a_failing_child_fails_the_job_and_leaves_no_shard(tmp_path, no_server_left):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    work = tmp_path / "work"
+    proc = snakemake(work, write_config(work, tiny_config(device="cuda")), check=False)
+    assert proc.returncode == 1
+    log = (work / LOG).read_text()
+    assert "attempt 3 (fork server)" in log  # each try ran in a child
+    assert "ERROR qbench.measure: config key device is 'cuda' but torch sees no CUDA GPU" in log
+    assert "Traceback" not in log and not shards_in(work)
+
+
+@pytest.mark.workflow
+def test_a_killed_child_fails_its_try_and_the_retry_measures(tmp_path, no_server_left):
+    work = tmp_path / "work"
+    run = start_snakemake(work, write_config(work, tiny_config(timing=LONG_JOBS)))
+    wait_for(lambda: (work / SERVER_DIR).exists() and ": child " in server_log(work), timeout=120, what="a child")
+    pid = child_pid(work)
+    os.kill(pid, signal.SIGKILL)
+    assert run.wait(timeout=180) == 0, open(run.out_path).read()
+    assert "Trying to restart job" in open(run.out_path).read()
+    assert f"child {pid}: tiny/fp16/batch=2/rep=0 ended with status 137" in server_log(work)
+    (shard,) = shards_in(work)
+    assert pq.read_table(shard).column("attempt").to_pylist()[0] == 2 and launch(shard) == "fork_server"
+
+
+@pytest.mark.workflow
+def test_a_job_that_goes_away_takes_its_child_with_it(tmp_path, no_server_left):
+    """Snakemake or a user kills the job: its child is terminated too (not left measuring
+    beside the retry), and the retry measures."""
+    work = tmp_path / "work"
+    run = start_snakemake(work, write_config(work, tiny_config(timing=LONG_JOBS)))
+    wait_for(lambda: (work / SERVER_DIR).exists() and ": child " in server_log(work), timeout=120, what="a child")
+    pid = child_pid(work)
+    measure_process(run).kill()
+    wait_for(lambda: gone(pid), timeout=15, what="the child to be terminated")
+    assert run.wait(timeout=180) == 0, open(run.out_path).read()
+    assert f"child {pid}: its job went away; terminating it" in server_log(work)
+    (shard,) = shards_in(work)
+    assert pq.read_table(shard).column("attempt").to_pylist()[0] == 2
+
+
+@pytest.mark.workflow
+def test_a_server_killed_during_a_job_falls_back_to_the_job_itself(tmp_path, no_server_left):
+    """The server dies mid-measurement: its child dies with it (PR_SET_PDEATHSIG), and the
+    job measures in its own process instead of hanging."""
+    work = tmp_path / "work"
+    run = start_snakemake(work, write_config(work, tiny_config(timing=LONG_JOBS)))
+    wait_for(lambda: (work / SERVER_DIR).exists() and ": child " in server_log(work), timeout=120, what="a child")
+    pid = child_pid(work)
+    (server,) = servers_in(work)
+    server.kill()
+    wait_for(lambda: gone(pid), timeout=10, what="the child to die with its server")
+    assert run.wait(timeout=180) == 0, open(run.out_path).read()
+    log = (work / LOG).read_text()
+    assert f"fork server not used: the fork server died while child {pid} measured; measuring in this process" in log
+    (shard,) = shards_in(work)
+    assert launch(shard) == "in_process" and pq.read_table(shard).column("attempt").to_pylist()[0] == 1
+
+
+# --- the client and the server alone --------------------------------------------------
+
+
+def test_a_stale_socket_is_replaced_by_a_new_server(tmp_path, no_server_left, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = ping(SERVER_DIR)["pid"]
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: gone(first), timeout=10, what="the server to die")
+    (sock,) = SERVER_DIR.glob("*.sock")  # left behind: nobody removed it
+    second = ping(SERVER_DIR)["pid"]
+    assert second != first and not gone(second)
+    assert [p.pid for p in servers_in(tmp_path)] == [second]
+
+
+def test_two_jobs_starting_together_get_one_server(tmp_path, no_server_left):
+    code = (
+        "from pathlib import Path; from qbench import fork_client as c\n"
+        "s = c.ensure_server(30.0, Path('.qbench-cache/fork-server'))\n"
+        "c.send(s, {'op': 'ping'}); print(c.LineReader(s).read(10.0)['pid'])\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}) for _ in range(3)]  # fmt: skip
+    pids = {int(p.communicate(timeout=180)[0].strip()) for p in procs}
+    assert len(pids) == 1
+    assert [p.pid for p in servers_in(tmp_path)] == list(pids)
+
+
+def test_the_server_exits_after_its_idle_timeout(tmp_path, no_server_left, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sock = fork_client.ensure_server(1.5, SERVER_DIR)
+    sock.close()
+    (server,) = servers_in(tmp_path)
+    wait_for(lambda: gone(server.pid), timeout=30, what="the idle server to exit")
+    assert not list(SERVER_DIR.glob("*.sock"))  # it removed its socket
+    assert "exiting: idle for 2 s; served 0 jobs" in server_log(tmp_path)
+
+
+def test_the_server_refuses_to_fork_with_a_thread_running():
+    """A fork keeps only the forking thread: a server with another one must refuse."""
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        assert "threads" in (fork_problem() or "")
+    finally:
+        stop.set()
+        t.join()
