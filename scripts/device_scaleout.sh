@@ -24,8 +24,7 @@ if [ "$phase" = start ]; then
 state=.qbench-cache/scaleout
 nvidia-smi --query-gpu=index,name,uuid,driver_version,clocks.max.sm,power.limit --format=csv
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-targets="results/summary.csv"
-grep -q "^breakdown" workflow/rules/*.smk 2>/dev/null && targets="$targets results/breakdown.csv"
+targets="results/summary.csv results/breakdown.csv"
 python3 - <<'PY'
 import yaml
 c = yaml.safe_load(open("config/config.yaml")); c["repeats"] = 1
