@@ -49,7 +49,7 @@ def triton_available() -> str | None:
 
 def _quantize_rows_kernel(
     x_ptr, w_ptr, q_ptr, s_ptr, N, stride_x, stride_q, eps,
-    QMAX: tl.constexpr, MODE: tl.constexpr, IS_INT: tl.constexpr, BLOCK: tl.constexpr,
+    QMAX: tl.constexpr, MODE: tl.constexpr, IS_INT: tl.constexpr, BLOCK: tl.constexpr, EXACT: tl.constexpr,
 ):  # fmt: skip
     # MODE 0: quantize x; 1: RMSNorm(x) * w, then quantize; 2: silu(x[:N]) * x[N:2N], then quantize
     row = tl.program_id(0).to(tl.int64)
@@ -65,20 +65,25 @@ def _quantize_rows_kernel(
         x = x / (1.0 + tl.exp(-x)) * up
     amax = tl.maximum(tl.max(tl.abs(x), axis=0), 1e-8)
     scale = amax / QMAX
-    y = tl.minimum(tl.maximum(x / scale, -QMAX), QMAX)
-    a = tl.abs(y)
-    if IS_INT:
-        step = 1.0
+    if EXACT:
+        y = tl.minimum(tl.maximum(x / scale, -QMAX), QMAX)  # torch's very operations
     else:
-        # round onto the e4m3 grid (3 mantissa bits; subnormals share 2^-6's step) so the
-        # cast is exact: the same values as torch's cast, on the GPU and in the interpreter
-        # (whose fp8 cast loses the carry when rounding up to the next power of two)
+        y = tl.minimum(tl.maximum(x * (QMAX / amax), -QMAX), QMAX)  # a multiply, not a divide per element
+    if IS_INT:
+        r = tl.floor(y + 0.5)
+        y = tl.where((r - y == 0.5) & (r % 2.0 != 0.0), r - 1.0, r)  # ties to even, as torch rounds
+    elif EXACT:
+        # the interpreter's fp8 cast loses the carry when rounding up to the next power of
+        # two: round onto the e4m3 grid first (3 mantissa bits, subnormals share 2^-6's
+        # step, ties to even) so the cast is exact. Too many special-function ops per
+        # element for the GPU, whose cast rounds to nearest even in hardware.
+        a = tl.abs(y)
         step = tl.exp2(tl.floor(tl.log2(tl.maximum(a, 0.015625))) - 3.0)
-    t = a / step
-    r = tl.floor(t + 0.5)
-    r = tl.where((r - t == 0.5) & (r % 2.0 == 1.0), r - 1.0, r)  # ties to even, as torch rounds
-    a = r * step
-    y = tl.where(y < 0, -a, a).to(q_ptr.dtype.element_ty)
+        t = a / step
+        r = tl.floor(t + 0.5)
+        r = tl.where((r - t == 0.5) & (r % 2.0 == 1.0), r - 1.0, r)
+        y = tl.where(y < 0, -r * step, r * step)
+    y = y.to(q_ptr.dtype.element_ty)
     tl.store(q_ptr + row * stride_q + cols, y, mask=mask)
     tl.store(s_ptr + row, scale)
 
@@ -267,7 +272,7 @@ def _row_launch(x2: torch.Tensor, w, n: int, mode: int, qdtype: torch.dtype, eps
     opts = {} if x2.device.type != "cuda" else {"num_warps": 4 if block <= 2048 else 8 if block <= 8192 else 16}
     kernel[(m,)](
         x2, w if w is not None else x2, q, s, n, x2.stride(0), q.stride(0), eps,
-        QMAX=qmax, MODE=mode, IS_INT=is_int, BLOCK=block, **opts,
+        QMAX=qmax, MODE=mode, IS_INT=is_int, BLOCK=block, EXACT=x2.device.type != "cuda", **opts,
     )  # fmt: skip
     return q, s
 
