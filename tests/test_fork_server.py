@@ -19,7 +19,7 @@ import torch
 from qbench import fork_client
 from qbench.fork_server import fork_problem
 from qbench.shards import SCHEMA
-from tests.conftest import REPO
+from tests.conftest import REPO, run_snakemake
 from tests.test_faults import (
     LONG_JOBS,
     measure_process,
@@ -190,6 +190,21 @@ def test_a_server_killed_during_a_job_falls_back_to_the_job_itself(tmp_path, no_
     assert f"fork server not used: the fork server died while child {pid} measured; measuring in this process" in log
     (shard,) = shards_in(work)
     assert launch(shard) == "in_process" and pq.read_table(shard).column("attempt").to_pylist()[0] == 1
+
+
+@pytest.mark.workflow
+def test_jobs_at_once_are_children_of_one_server(tmp_path, no_server_left):
+    """`--resources gpu=2`: two jobs run at once, each in its own child of the one server."""
+    work = tmp_path / "work"
+    timing = {**LONG_JOBS, "min_time_s": 3.0, "max_time_s": 3.0}
+    cfg_path = write_config(work, tiny_config(dtypes=("fp16", "w8a8"), timing=timing))
+    run_snakemake(["--cores", "2", "--resources", "gpu=2", "--configfile", str(cfg_path), "--directory", str(work),
+                   "results/summary.csv"])  # fmt: skip
+    assert len(shards_in(work)) == 2 and all(launch(p) == "fork_server" for p in shards_in(work))
+    events = [line.split(": child ")[1] for line in server_log(work).splitlines() if ": child " in line]
+    started = [e for e in events if "(attempt" in e]
+    assert len(started) == 2 and "ended" not in events[1]  # the second started before the first ended
+    assert len({e.split(":")[0] for e in started}) == 2
 
 
 # --- the client and the server alone --------------------------------------------------
