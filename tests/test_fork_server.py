@@ -244,6 +244,30 @@ def test_the_server_exits_after_its_idle_timeout(tmp_path, no_server_left, monke
     assert "exiting: idle for 2 s; served 0 jobs" in server_log(tmp_path)
 
 
+def test_a_job_gone_before_its_child_started_leaves_nothing_running(tmp_path, no_server_left, monkeypatch):
+    """The job asks and goes away at once (killed as the server forks): the child is
+    terminated and reaped, and the server, idle again, exits on time."""
+    import json
+    import socket
+
+    from qbench.measure_job import JobRequest
+    from tests.test_faults import experiment
+
+    monkeypatch.chdir(tmp_path)
+    cell = experiment(tiny_config(timing=LONG_JOBS)).cell("tiny", "fp16", 2, 0)
+    job = JobRequest(cell=cell.as_dict(), output="s.parquet", log="job.log", attempt=1, threads=1, lock_dir="locks")
+    fork_client.ensure_server(3.0, SERVER_DIR).close()
+    (server,) = servers_in(tmp_path)
+    (path,) = SERVER_DIR.glob("*.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(path))
+        s.sendall(json.dumps({"op": "measure", "job": job.as_dict(), "cwd": str(tmp_path), "env": dict(os.environ),
+                              "run": None}).encode() + b"\n")  # fmt: skip
+    wait_for(lambda: gone(server.pid), timeout=40, what="the server to reap the child and leave when idle")
+    assert "its job went away; terminating it" in server_log(tmp_path)
+    assert "ended with status" in server_log(tmp_path) and not (tmp_path / "s.parquet").exists()
+
+
 def test_the_server_refuses_to_fork_with_a_thread_running():
     """A fork keeps only the forking thread: a server with another one must refuse."""
     stop = threading.Event()
