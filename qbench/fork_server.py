@@ -277,6 +277,8 @@ class Server:
         if run:
             self.runs[int(run["pid"])] = float(run["create_time"])
         log.info("child %d: %s (attempt %s)", pid, label, msg["job"].get("attempt"))
+        if pidfd is not None:  # before anything can fail: a child never reaped would keep the server alive
+            self.sel.register(pidfd, selectors.EVENT_READ, ("pidfd", child))
         try:
             send(conn, {"event": "started", "pid": pid, "server_pid": os.getpid()})
         except OSError:
@@ -284,8 +286,6 @@ class Server:
             return
         conn.setblocking(False)
         self.sel.register(conn, selectors.EVENT_READ, ("conn", child))
-        if pidfd is not None:
-            self.sel.register(pidfd, selectors.EVENT_READ, ("pidfd", child))
 
     def _job_readable(self, child: Child) -> None:
         """The job sends nothing after its request: readable means it went away."""
@@ -307,7 +307,7 @@ class Server:
     def _kill_overdue(self) -> None:
         now = time.monotonic()
         for child in self.children.values():
-            if child.kill_at is not None and now >= child.kill_at:
+            if child.kill_at is not None and now >= child.kill_at and not _exited(child.pid):
                 log.warning("child %d: still alive %.0f s after SIGTERM; SIGKILL", child.pid, KILL_GRACE_S)
                 _signal_group(child.pid, signal.SIGKILL)
                 child.kill_at = float("inf")
@@ -361,6 +361,15 @@ def _signal_group(pid: int, sig: int) -> None:
     except ProcessLookupError:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)  # not yet in its own group
+
+
+def _exited(pid: int) -> bool:
+    """Exited and waiting to be reaped (a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
 
 
 def _alive(pid: int, create_time: float) -> bool:

@@ -156,15 +156,19 @@ def run_workflow(work: Path, config: dict, fork_server: bool, cores: str, gpus: 
 
 
 def bench_workflow(args) -> dict:
-    """Run the workflow with and without the fork server and print per-job fixed cost."""
+    """Run the workflow with and without the fork server, print per-job fixed cost, and
+    check that both ways measure the same (the means of each round's two runs)."""
     config = yaml.safe_load(open(args.workflow))
     work = Path(args.workdir or tempfile.mkdtemp(prefix="qbench-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    print(f"scratch folder {work}; warming the compile cache ...", flush=True)
-    run_workflow(work, config, True, args.cores, args.gpus, "warmup")
-    rows, report = [], {"workflow": args.workflow, "workdir": str(work), "runs": []}
+    if not args.no_warmup:
+        print(f"scratch folder {work}; warming the compile cache ...", flush=True)
+        run_workflow(work, config, True, args.cores, args.gpus, "warmup")
+    modes = args.modes.split(",")
+    rows, report = [], {"workflow": args.workflow, "workdir": str(work), "runs": [], "same_numbers": []}
     for r in range(args.rounds):
-        for mode in ("fork_server", "in_process"):
+        kept = {}
+        for mode in modes:
             name = f"{mode}-{r + 1}"
             wall = run_workflow(work, config, mode == "fork_server", args.cores, args.gpus, name)
             jobs = job_timeline(work / "results" / "shards")
@@ -172,6 +176,14 @@ def bench_workflow(args) -> dict:
             print(f"{name}: wall {wall:.1f} s, per-job fixed cost {costs['per_job_fixed_s']:.2f} s", flush=True)
             rows.append(costs)
             report["runs"].append({"costs": costs, "jobs": jobs.drop(columns=["started_at"]).to_dict("records")})
+            shutil.rmtree(work / "runs" / name, ignore_errors=True)
+            shutil.copytree(work / "results", work / "runs" / name)  # kept for comparing the two ways
+            kept[mode] = load(f"{work / 'runs' / name}:{wall}")
+        if len(kept) == 2:
+            same = stability(kept[modes[0]], kept[modes[1]])
+            report["same_numbers"].append(same.to_dict("records"))
+            print(f"\nround {r + 1}, {modes[0]} (a) vs {modes[1]} (b): the same cells' means\n\n"
+                  f"{same.round(3).to_markdown(index=False)}\n")  # fmt: skip
     table = pd.DataFrame(rows).set_index("run").T
     print(f"\n## per-job fixed cost, {args.workflow} (medians per job; seconds)\n\n{table.round(3).to_markdown()}\n")
     return report
@@ -191,6 +203,8 @@ def main() -> None:
     ap.add_argument("--workflow", metavar="CONFIG", help="make the runs: this config with and without the fork server")
     ap.add_argument("--workdir", help="--workflow: scratch folder (default: a new one under the temp dir)")
     ap.add_argument("--rounds", type=int, default=1, help="--workflow: runs per mode, alternating (default 1)")
+    ap.add_argument("--modes", default="fork_server,in_process", help="--workflow: which ways, in this order")
+    ap.add_argument("--no-warmup", action="store_true", help="--workflow: the compile cache in --workdir is warm")
     ap.add_argument("--cores", default="2", help="--workflow: snakemake --cores (default 2)")
     ap.add_argument("--gpus", type=int, default=1, help="--workflow: snakemake --resources gpu=N (default 1)")
     ap.add_argument("--json")

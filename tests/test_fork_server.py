@@ -19,7 +19,7 @@ import torch
 from qbench import fork_client
 from qbench.fork_server import fork_problem
 from qbench.shards import SCHEMA
-from tests.conftest import REPO
+from tests.conftest import REPO, run_snakemake
 from tests.test_faults import (
     LONG_JOBS,
     measure_process,
@@ -192,6 +192,21 @@ def test_a_server_killed_during_a_job_falls_back_to_the_job_itself(tmp_path, no_
     assert launch(shard) == "in_process" and pq.read_table(shard).column("attempt").to_pylist()[0] == 1
 
 
+@pytest.mark.workflow
+def test_jobs_at_once_are_children_of_one_server(tmp_path, no_server_left):
+    """`--resources gpu=2`: two jobs run at once, each in its own child of the one server."""
+    work = tmp_path / "work"
+    timing = {**LONG_JOBS, "min_time_s": 3.0, "max_time_s": 3.0}
+    cfg_path = write_config(work, tiny_config(dtypes=("fp16", "w8a8"), timing=timing))
+    run_snakemake(["--cores", "2", "--resources", "gpu=2", "--configfile", str(cfg_path), "--directory", str(work),
+                   "results/summary.csv"])  # fmt: skip
+    assert len(shards_in(work)) == 2 and all(launch(p) == "fork_server" for p in shards_in(work))
+    events = [line.split(": child ")[1] for line in server_log(work).splitlines() if ": child " in line]
+    started = [e for e in events if "(attempt" in e]
+    assert len(started) == 2 and "ended" not in events[1]  # the second started before the first ended
+    assert len({e.split(":")[0] for e in started}) == 2
+
+
 # --- the client and the server alone --------------------------------------------------
 
 
@@ -227,6 +242,30 @@ def test_the_server_exits_after_its_idle_timeout(tmp_path, no_server_left, monke
     wait_for(lambda: gone(server.pid), timeout=30, what="the idle server to exit")
     assert not list(SERVER_DIR.glob("*.sock"))  # it removed its socket
     assert "exiting: idle for 2 s; served 0 jobs" in server_log(tmp_path)
+
+
+def test_a_job_gone_before_its_child_started_leaves_nothing_running(tmp_path, no_server_left, monkeypatch):
+    """The job asks and goes away at once (killed as the server forks): the child is
+    terminated and reaped, and the server, idle again, exits on time."""
+    import json
+    import socket
+
+    from qbench.measure_job import JobRequest
+    from tests.test_faults import experiment
+
+    monkeypatch.chdir(tmp_path)
+    cell = experiment(tiny_config(timing=LONG_JOBS)).cell("tiny", "fp16", 2, 0)
+    job = JobRequest(cell=cell.as_dict(), output="s.parquet", log="job.log", attempt=1, threads=1, lock_dir="locks")
+    fork_client.ensure_server(3.0, SERVER_DIR).close()
+    (server,) = servers_in(tmp_path)
+    (path,) = SERVER_DIR.glob("*.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(path))
+        s.sendall(json.dumps({"op": "measure", "job": job.as_dict(), "cwd": str(tmp_path), "env": dict(os.environ),
+                              "run": None}).encode() + b"\n")  # fmt: skip
+    wait_for(lambda: gone(server.pid), timeout=40, what="the server to reap the child and leave when idle")
+    assert "its job went away; terminating it" in server_log(tmp_path)
+    assert "ended with status" in server_log(tmp_path) and not (tmp_path / "s.parquet").exists()
 
 
 def test_the_server_refuses_to_fork_with_a_thread_running():
