@@ -65,9 +65,43 @@ def preload() -> None:
     # Any torch.cuda.is_available() asks NVML, not the CUDA runtime, which would poison forks.
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     for name in PRELOAD:
+        before = nvidia_fds()
         importlib.import_module(name)
+        if nvidia_fds() - before:  # say which import did it: the next check refuses to fork
+            log.info("importing %s opened %s", name, ", ".join(sorted(nvidia_fds() - before)))
+    release_nvml()
     gc.collect()
     gc.freeze()  # children do not copy the preloaded objects' pages when the collector runs
+
+
+def nvidia_fds() -> set[str]:
+    """The NVIDIA device files this process holds open."""
+    out = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith("/dev/nvidia"):
+                out.add(target)
+    return out
+
+
+def release_nvml() -> None:
+    """An import that asks torch.cuda.is_available() (or reads a device count) starts NVML
+    (PYTORCH_NVML_BASED_CUDA_CHECK) and leaves it running, holding /dev/nvidiactl. NVML,
+    unlike a CUDA context, can be shut down again: do so, as many times as it was started,
+    so the server forks without an NVIDIA handle (seen on the H100: every job fell back
+    to measuring in its own process). CUDA itself is never touched here."""
+    torch = sys.modules.get("torch")
+    if not nvidia_fds() or (torch is not None and torch.cuda.is_initialized()):
+        return
+    try:
+        nvml = ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return
+    for _ in range(16):  # NVML counts nvmlInit calls; each needs its nvmlShutdown
+        if not nvidia_fds() or nvml.nvmlShutdown() != 0:
+            break
+    log.info("NVML shut down after the imports; NVIDIA files still open: %s", sorted(nvidia_fds()) or "none")
 
 
 def fork_problem() -> str | None:
