@@ -11,6 +11,8 @@
 # Needs .whl2/ (snakemake, torchao; no vl-convert: charts and report are drawn off-GPU
 # from the copied results).
 set -uo pipefail
+# The device copy's .git can be stale: pass the commit measured, e.g.
+#   QBENCH_GIT_COMMIT=$(git rev-parse HEAD) in the command (qbench.device.git_commit reads it).
 phase=${1:-wait}; budget=${2:-540}
 export PYTHONUNBUFFERED=1
 state=.qbench-cache/scaleout; mkdir -p "$state"

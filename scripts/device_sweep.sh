@@ -8,6 +8,8 @@
 #             the other, each in a fresh results/ (caches are kept: run 1 cold, later warm)
 #   wait    : wait, report progress, and copy what is finished into $OUT
 set -uo pipefail
+# The device copy's .git can be stale: pass the commit measured, e.g.
+#   QBENCH_GIT_COMMIT=$(git rev-parse HEAD) in the command (qbench.device.git_commit reads it).
 phase=${1:-wait}; budget=${2:-540}
 export PYTHONUNBUFFERED=1
 state=.qbench-cache/device; mkdir -p "$state"

@@ -4,6 +4,8 @@
 # copied to $OUT), then a one-process smoke of every W8A8 path at batch 128.
 # Needs the wheels in .whl2/ (snakemake-free is fine; torchao for impl torchao).
 set -uo pipefail
+# The device copy's .git can be stale: pass the commit measured, e.g.
+#   QBENCH_GIT_COMMIT=$(git rev-parse HEAD) in the command (qbench.device.git_commit reads it).
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl2/*.whl >/dev/null 2>&1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=$PWD/.qbench-cache/inductor
 out=${OUT:-/tmp/out}; mkdir -p "$out"
