@@ -1,7 +1,8 @@
 rule measure:
-    """Time one cell (workload, dtype, batch) in one fresh process: one repeat. A job that
-    dies (killed, a driver hiccup) is tried again, up to twice; the shard records which
-    attempt measured it."""
+    """Time one cell (workload, dtype, batch) in one fresh process: one repeat. The process
+    is a child of the machine's fork server (measure.fork_server), forked before any CUDA
+    call, or the job's own. A job that dies (killed, a driver hiccup) is tried again, up
+    to twice; the shard records which attempt measured it."""
     output:
         SHARD,
     params:
