@@ -1,8 +1,9 @@
 rule measure:
-    """Time one cell (workload, dtype, batch) in one fresh process: one repeat. A job that
-    dies (killed, a driver hiccup) is tried again, up to twice; the shard records which
-    attempt measured it. With config key breakdown on, it also profiles a few forwards and
-    writes where their time went beside the shard."""
+    """Time one cell (workload, dtype, batch) in one fresh process: one repeat. The process
+    is a child of the machine's fork server (measure.fork_server), forked before any CUDA
+    call, or the job's own. A job that dies (killed, a driver hiccup) is tried again, up
+    to twice; the shard records which attempt measured it. With config key breakdown on,
+    it also profiles a few forwards and writes where their time went beside the shard."""
     output:
         SHARD,
         **measure_extra_outputs(),
