@@ -237,14 +237,14 @@ def _tuned() -> dict:
     return json.loads(CONFIGS_FILE.read_text()) if CONFIGS_FILE.exists() else {}
 
 
-def gemm_config(kind: str, m: int, n: int, k: int, device: torch.device) -> dict:
+def gemm_config(kind: str, m: int, n: int, k: int, device: torch.device, swiglu: bool = False) -> dict:
     """Tile configuration for an (m, n, k) GEMM of `kind` ('int8' or 'fp8') on `device`:
     the tuned entry for this GPU, kind and (n, k) with the nearest power-of-two M, else
-    the default."""
+    the default. The SwiGLU-epilogue GEMM has its own entries, `NxK/swiglu`."""
     if device.type != "cuda":
         return dict(INTERPRET_GEMM)
     table = _tuned().get(torch.cuda.get_device_name(device), {}).get(kind, {})
-    entry = table.get(f"{n}x{k}")
+    entry = table.get(f"{n}x{k}" + ("/swiglu" if swiglu else ""))
     if not entry:
         return dict(DEFAULT_GEMM)
     ms = sorted(int(key) for key in entry)
@@ -314,7 +314,7 @@ def w8a8_gemm(
     if k != k2 or a.dtype != w.dtype:
         raise ValueError(f"w8a8_gemm: a {tuple(a.shape)} {a.dtype} and w {tuple(w.shape)} {w.dtype} do not match")
     is_int = a.dtype == torch.int8
-    cfg = dict(config or gemm_config("int8" if is_int else "fp8", m, n, k, a.device))
+    cfg = dict(config or gemm_config("int8" if is_int else "fp8", m, n, k, a.device, swiglu=bool(swiglu_block)))
     if swiglu_block and cfg["BLOCK_N"] != 2 * swiglu_block:
         # the tile must hold whole gate/up blocks: a config tuned for another width would
         # change shape (and spill); the default has the right one

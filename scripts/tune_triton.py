@@ -101,6 +101,33 @@ def bench_rows(ms: list[int]) -> list[dict]:
     return rows
 
 
+# the gate|up shapes, also tuned as the SiLU*mul-epilogue GEMM (its tile is 2 x the block)
+SWIGLU_SHAPES = {(16384, 2048)}
+
+
+def tune_swiglu(kind, m, n, k, a, sa, b, sb, tmas, rows, winners, gpu) -> None:
+    """The gate|up GEMM with SiLU*mul in its epilogue: only tiles as wide as two
+    interleaved blocks fit it; winners go under `NxK/swiglu`."""
+    block = tk.DEFAULT_GEMM["BLOCK_N"] // 2
+    bi, si = tk.swiglu_interleave(b, block), tk.swiglu_interleave(sb.view(-1), block).view(1, -1)
+    flop, best = 2.0 * m * n * k, None
+    for (bm, bn, bk, nw, ns), tma in [(c, t) for t in tmas for c in CANDIDATES if c[1] == 2 * block]:
+        cfg = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "num_warps": nw, "num_stages": ns, "TMA": tma}
+        try:
+            ms = graph_ms(lambda: tk.w8a8_gemm(a, sa, bi, si, config=cfg, swiglu_block=block))
+        except Exception as exc:  # out of shared memory, or a compile error: skip it
+            print(f"  skip swiglu {cfg}: {exc.__class__.__name__}: {str(exc).splitlines()[0][:100]}", flush=True)
+            continue
+        rows.append({"gpu": gpu, "kind": kind, "variant": "swiglu", "m": m, "n": n, "k": k, **cfg, "ms": ms,
+                     "tflops": flop / ms / 1e9})  # fmt: skip
+        if best is None or ms < best[0]:
+            best = (ms, cfg)
+    if best is not None:
+        winners.setdefault(kind, {}).setdefault(f"{n}x{k}/swiglu", {})[str(m)] = best[1]
+        print(f"{kind} M={m} N={n} K={k} swiglu epilogue: triton {flop / best[0] / 1e9:.0f} TFLOP/s | {best[1]}",
+              flush=True)  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", nargs="+", default=list(SHAPES))
@@ -140,6 +167,8 @@ def main() -> None:
                 if best is None:
                     continue
                 winners.setdefault(kind, {}).setdefault(f"{n}x{k}", {})[str(m)] = best[1]
+                if (n, k) in SWIGLU_SHAPES:
+                    tune_swiglu(kind, m, n, k, a, sa, b, sb, args.tma, rows, winners, gpu)
                 rows.append({"gpu": gpu, "kind": kind, "m": m, "n": n, "k": k, "winner": best[1], "ms": best[0],
                              **{f"{name}_ms": v for name, v in base.items()}})  # fmt: skip
                 fp16 = base["fp16_mm"]

@@ -148,6 +148,9 @@ def test_gemm_config_prefers_the_tuned_entry_of_the_nearest_m(tmp_path, monkeypa
     assert tk.gemm_config("int8", 131072, 2048, 4096, cuda)["BLOCK_M"] == 256
     assert tk.gemm_config("int8", 1000, 999, 4096, cuda) == tk.DEFAULT_GEMM
     assert tk.gemm_config("fp8", 1000, 2048, 4096, cuda) == tk.DEFAULT_GEMM
+    table["GPU X"]["int8"]["2048x4096/swiglu"] = {"1024": {"BLOCK_M": 32}}
+    assert tk.gemm_config("int8", 1000, 2048, 4096, cuda, swiglu=True)["BLOCK_M"] == 32
+    assert tk.gemm_config("int8", 1000, 2048, 4096, cuda)["BLOCK_M"] == 64
 
 
 def test_tuned_configs_file_is_well_formed():
@@ -156,7 +159,7 @@ def test_tuned_configs_file_is_well_formed():
         for kind, shapes in kinds.items():
             assert kind in ("int8", "fp8"), gpu
             for nk, by_m in shapes.items():
-                n, k = map(int, nk.split("x"))
+                n, k = map(int, nk.removesuffix("/swiglu").split("x"))
                 for m, cfg in by_m.items():
                     assert int(m) > 0 and keys <= set(cfg) <= keys | {"TMA"}, (gpu, kind, nk, m)
 
