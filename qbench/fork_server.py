@@ -109,10 +109,9 @@ def fork_problem() -> str | None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
         return "CUDA is initialized in the fork server"
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            if os.readlink(f"/proc/self/fd/{fd}").startswith("/dev/nvidia"):
-                return f"the fork server holds {os.readlink(f'/proc/self/fd/{fd}')} open (CUDA or NVML was started)"
+    held = nvidia_fds()
+    if held:
+        return f"the fork server holds {min(held)} open (CUDA or NVML was started)"
     tasks = os.listdir("/proc/self/task")
     if len(tasks) > 1:
         names = []

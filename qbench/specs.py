@@ -10,6 +10,16 @@ from dataclasses import dataclass, fields
 MODELS = ("llama", "gemm")
 
 
+def check_keys(cls, where: str, spec: dict, exclude: tuple[str, ...] = ()) -> dict:
+    """`spec` if every key is a field of the dataclass `cls`; else a ValueError naming
+    the config section `where`, the unknown keys and the allowed ones."""
+    known = {f.name for f in fields(cls)} - set(exclude)
+    unknown = sorted(set(spec) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; allowed: {sorted(known)}")
+    return spec
+
+
 @dataclass(frozen=True)
 class WorkloadConfig:
     """Shape of one workload, as written under `workloads:` in the config."""
@@ -29,11 +39,7 @@ class WorkloadConfig:
 
     @classmethod
     def from_dict(cls, name: str, spec: dict) -> "WorkloadConfig":
-        known = {f.name for f in fields(cls)} - {"name"}
-        unknown = sorted(set(spec) - known)
-        if unknown:
-            raise ValueError(f"workloads.{name}: unknown keys {unknown}; allowed: {sorted(known)}")
-        return cls(name=name, **spec)
+        return cls(name=name, **check_keys(cls, f"workloads.{name}", spec, exclude=("name",)))
 
     def problems(self) -> list[str]:
         """Shape errors a schema cannot express, each naming the key."""
@@ -83,11 +89,7 @@ class DtypeConfig:
 
     @classmethod
     def from_dict(cls, name: str, spec: dict) -> "DtypeConfig":
-        allowed = {"scheme", "impl", "tolerance", "smoothquant"}
-        unknown = sorted(set(spec) - allowed)
-        if unknown:
-            raise ValueError(f"dtypes.{name}: unknown keys {unknown}; allowed: {sorted(allowed)}")
-        spec = dict(spec)
+        spec = dict(check_keys(cls, f"dtypes.{name}", spec, exclude=("name",)))
         sq = spec.get("smoothquant")
         if sq is True:
             spec["smoothquant"] = DEFAULT_SMOOTHQUANT_ALPHA
@@ -134,11 +136,7 @@ class TimingConfig:
 
     @classmethod
     def from_dict(cls, spec: dict) -> "TimingConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(spec) - known)
-        if unknown:
-            raise ValueError(f"timing: unknown keys {unknown}; allowed: {sorted(known)}")
-        return cls(**spec)
+        return cls(**check_keys(cls, "timing", spec))
 
 
 @dataclass(frozen=True)
@@ -152,8 +150,4 @@ class MeasureConfig:
 
     @classmethod
     def from_dict(cls, spec: dict) -> "MeasureConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(spec) - known)
-        if unknown:
-            raise ValueError(f"measure: unknown keys {unknown}; allowed: {sorted(known)}")
-        return cls(**spec)
+        return cls(**check_keys(cls, "measure", spec))

@@ -9,9 +9,9 @@ Three kernels, each one pass over memory:
   the epilogue (per-token scale x per-output-channel scale), an optional residual added
   there too, and fp16 written directly: no int32 or fp32 intermediate in memory.
 
-Kernels are plain functions here and are jitted on first use: compiled for CUDA tensors;
-with TRITON_INTERPRET=1 (set before triton is imported) Triton's interpreter runs them on
-CPU tensors, so tests and CI check the same code that runs on the GPU. Nothing touches CUDA at import, so a fork-server may import this.
+Kernels are compiled for CUDA tensors; with TRITON_INTERPRET=1 (set before this module
+is imported) Triton's interpreter runs them on CPU tensors, so tests and CI check the same
+code that runs on the GPU. Nothing touches CUDA at import, so a fork-server may import this.
 
 Tile configurations come from `qbench/triton_configs.json` (made by
 `scripts/tune_triton.py` on the GPU and kept in the repository); shapes not in it use
@@ -44,9 +44,25 @@ def triton_available() -> str | None:
     return None
 
 
-# --- kernels (jitted lazily by `_kernel`) ------------------------------------------------
+# Importing triton is cheap and CUDA-free, but keep this module importable (for
+# `triton_available`) where triton is missing.
+try:
+    import triton
+    import triton.language as tl
+except Exception:  # pragma: no cover - triton missing: the kernels are unavailable
+    triton = tl = None
 
 
+def _jit(fn):
+    """triton.jit where triton is installed. Triton chooses compiled or interpreted at this
+    point, so TRITON_INTERPRET must be set before this module is imported."""
+    return fn if triton is None else triton.jit(fn)
+
+
+# --- kernels ------------------------------------------------------------------------------
+
+
+@_jit
 def _quantize_rows_kernel(
     x_ptr, w_ptr, q_ptr, s_ptr, N, stride_x, stride_q, eps,
     QMAX: tl.constexpr, MODE: tl.constexpr, IS_INT: tl.constexpr, BLOCK: tl.constexpr, EXACT: tl.constexpr,
@@ -88,6 +104,35 @@ def _quantize_rows_kernel(
     tl.store(s_ptr + row, scale)
 
 
+@_jit
+def _gemm_epilogue(
+    acc, pid_m, pid_n, c_ptr, sa_ptr, sb_ptr, r_ptr, M, N, stride_cm, stride_cn, stride_rm, stride_rn,
+    HAS_RESIDUAL: tl.constexpr, SWIGLU: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    # Both GEMM kernels' epilogue for the (pid_m, pid_n) tile: dequantize by the per-token
+    # and per-channel scales, then silu(gate) * up (SWIGLU: B's rows interleaved by
+    # `swiglu_interleave`, N // 2 columns out) or + the residual, stored in C's dtype.
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    sa = tl.load(sa_ptr + offs_m, mask=offs_m < M, other=0.0)
+    sb = tl.load(sb_ptr + offs_n, mask=offs_n < N, other=0.0)
+    c = acc.to(tl.float32) * sa[:, None] * sb[None, :]
+    rows = offs_m.to(tl.int64)[:, None]
+    if SWIGLU:
+        gate, up = tl.split(tl.permute(tl.reshape(c, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
+        h = gate / (1.0 + tl.exp(-gate)) * up
+        offs_h = pid_n * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
+        mask_h = (offs_m[:, None] < M) & (offs_h[None, :] < N // 2)
+        tl.store(c_ptr + rows * stride_cm + offs_h[None, :] * stride_cn, h.to(c_ptr.dtype.element_ty), mask=mask_h)
+    else:
+        mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+        if HAS_RESIDUAL:
+            r = tl.load(r_ptr + rows * stride_rm + offs_n[None, :] * stride_rn, mask=mask, other=0.0)
+            c += r.to(tl.float32)
+        tl.store(c_ptr + rows * stride_cm + offs_n[None, :] * stride_cn, c.to(c_ptr.dtype.element_ty), mask=mask)
+
+
+@_jit
 def _w8a8_gemm_kernel(
     a_ptr, b_ptr, c_ptr, sa_ptr, sb_ptr, r_ptr, M, N, K,
     stride_am, stride_ak, stride_bn, stride_bk, stride_cm, stride_cn, stride_rm, stride_rn,
@@ -132,22 +177,10 @@ def _w8a8_gemm_kernel(
             acc = tl.dot(a, b, acc)
         a_ptrs += BLOCK_K * stride_ak
         b_ptrs += BLOCK_K * stride_bk
-    sa = tl.load(sa_ptr + offs_m, mask=offs_m < M, other=0.0)
-    sb = tl.load(sb_ptr + offs_n, mask=offs_n < N, other=0.0)
-    c = acc.to(tl.float32) * sa[:, None] * sb[None, :]
-    rows = offs_m.to(tl.int64)[:, None]
-    if SWIGLU:
-        gate, up = tl.split(tl.permute(tl.reshape(c, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
-        h = gate / (1.0 + tl.exp(-gate)) * up
-        offs_h = pid_n * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
-        mask_h = (offs_m[:, None] < M) & (offs_h[None, :] < N // 2)
-        tl.store(c_ptr + rows * stride_cm + offs_h[None, :] * stride_cn, h.to(c_ptr.dtype.element_ty), mask=mask_h)
-        return
-    mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-    if HAS_RESIDUAL:
-        r = tl.load(r_ptr + rows * stride_rm + offs_n[None, :] * stride_rn, mask=mask, other=0.0)
-        c += r.to(tl.float32)
-    tl.store(c_ptr + rows * stride_cm + offs_n[None, :] * stride_cn, c.to(c_ptr.dtype.element_ty), mask=mask)
+    _gemm_epilogue(
+        acc, pid_m, pid_n, c_ptr, sa_ptr, sb_ptr, r_ptr, M, N, stride_cm, stride_cn, stride_rm, stride_rn,
+        HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N,
+    )  # fmt: skip
 
 
 def interpreting() -> bool:
@@ -158,6 +191,7 @@ def interpreting() -> bool:
     return bool(knobs.runtime.interpret)
 
 
+@_jit
 def _w8a8_gemm_tma_kernel(
     a_desc, b_desc, c_ptr, sa_ptr, sb_ptr, r_ptr, M, N, K, stride_cm, stride_cn, stride_rm, stride_rn,
     IS_INT: tl.constexpr, HAS_RESIDUAL: tl.constexpr, SWIGLU: tl.constexpr,
@@ -188,45 +222,20 @@ def _w8a8_gemm_tma_kernel(
                 acc = tl.dot(a, b.T, acc, out_dtype=tl.int32)
             else:
                 acc = tl.dot(a, b.T, acc)
-        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        sa = tl.load(sa_ptr + offs_m, mask=offs_m < M, other=0.0)
-        sb = tl.load(sb_ptr + offs_n, mask=offs_n < N, other=0.0)
-        c = acc.to(tl.float32) * sa[:, None] * sb[None, :]
-        rows = offs_m.to(tl.int64)[:, None]
-        if SWIGLU:
-            gate, up = tl.split(tl.permute(tl.reshape(c, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
-            h = gate / (1.0 + tl.exp(-gate)) * up
-            offs_h = pid_n * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
-            mask_h = (offs_m[:, None] < M) & (offs_h[None, :] < N // 2)
-            tl.store(c_ptr + rows * stride_cm + offs_h[None, :] * stride_cn, h.to(c_ptr.dtype.element_ty), mask=mask_h)
-        else:
-            mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-            if HAS_RESIDUAL:
-                r = tl.load(r_ptr + rows * stride_rm + offs_n[None, :] * stride_rn, mask=mask, other=0.0)
-                c += r.to(tl.float32)
-            tl.store(c_ptr + rows * stride_cm + offs_n[None, :] * stride_cn, c.to(c_ptr.dtype.element_ty), mask=mask)
+        _gemm_epilogue(
+            acc, pid_m, pid_n, c_ptr, sa_ptr, sb_ptr, r_ptr, M, N, stride_cm, stride_cn, stride_rm, stride_rn,
+            HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N,
+        )  # fmt: skip
 
 
-@functools.cache
 def _kernel(name: str, on_cpu: bool):
-    """The kernel `name`, jitted: compiled for the GPU, or run by Triton's interpreter."""
-    import triton
-
+    """The jitted kernel `name`; on CPU tensors only where Triton interprets."""
     if on_cpu and not interpreting():
         raise RuntimeError(
             "the Triton kernels run on CPU tensors only in Triton's interpreter: set TRITON_INTERPRET=1 "
-            "before triton is first imported"
+            "before triton and qbench.triton_kernels are first imported"
         )
-    return triton.jit(globals()[name])
-
-
-# The kernels' annotations name `tl`; importing triton.language is cheap and CUDA-free,
-# but keep this module importable (for `triton_available`) where triton is missing.
-try:
-    import triton.language as tl
-except Exception:  # pragma: no cover - triton missing: the kernels are unavailable
-    tl = None
+    return globals()[name]
 
 
 # --- configs ----------------------------------------------------------------------------

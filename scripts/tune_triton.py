@@ -105,27 +105,46 @@ def bench_rows(ms: list[int]) -> list[dict]:
 SWIGLU_SHAPES = {(16384, 2048)}
 
 
+def fastest(label: str, candidates, run, rows: list, row: dict) -> tuple[float, dict] | None:
+    """Time `run(cfg)` for every candidate config (skipping those that do not compile or
+    fit); one row per candidate; returns (ms, cfg) of the fastest, or None."""
+    best = None
+    for cfg in candidates:
+        t0 = time.perf_counter()
+        try:
+            ms = graph_ms(lambda: run(cfg))
+        except Exception as exc:  # out of shared memory, or a compile error: skip it
+            print(f"  skip {label}{cfg}: {exc.__class__.__name__}: {str(exc).splitlines()[0][:100]}", flush=True)
+            continue
+        rows.append({**row, **cfg, "ms": ms, "tflops": 2.0 * row["m"] * row["n"] * row["k"] / ms / 1e9,
+                     "tune_s": time.perf_counter() - t0})  # fmt: skip
+        if best is None or ms < best[0]:
+            best = (ms, cfg)
+    return best
+
+
+def configs(tmas, block_n: int | None = None) -> list[dict]:
+    """The candidates as configs, each with and without TMA; only BLOCK_N == block_n if given."""
+    return [
+        {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "num_warps": nw, "num_stages": ns, "TMA": tma}
+        for tma in tmas
+        for bm, bn, bk, nw, ns in CANDIDATES
+        if block_n is None or bn == block_n
+    ]
+
+
 def tune_swiglu(kind, m, n, k, a, sa, b, sb, tmas, rows, winners, gpu) -> None:
     """The gate|up GEMM with SiLU*mul in its epilogue: only tiles as wide as two
     interleaved blocks fit it; winners go under `NxK/swiglu`."""
     block = tk.DEFAULT_GEMM["BLOCK_N"] // 2
     bi, si = tk.swiglu_interleave(b, block), tk.swiglu_interleave(sb.view(-1), block).view(1, -1)
-    flop, best = 2.0 * m * n * k, None
-    for (bm, bn, bk, nw, ns), tma in [(c, t) for t in tmas for c in CANDIDATES if c[1] == 2 * block]:
-        cfg = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "num_warps": nw, "num_stages": ns, "TMA": tma}
-        try:
-            ms = graph_ms(lambda: tk.w8a8_gemm(a, sa, bi, si, config=cfg, swiglu_block=block))
-        except Exception as exc:  # out of shared memory, or a compile error: skip it
-            print(f"  skip swiglu {cfg}: {exc.__class__.__name__}: {str(exc).splitlines()[0][:100]}", flush=True)
-            continue
-        rows.append({"gpu": gpu, "kind": kind, "variant": "swiglu", "m": m, "n": n, "k": k, **cfg, "ms": ms,
-                     "tflops": flop / ms / 1e9})  # fmt: skip
-        if best is None or ms < best[0]:
-            best = (ms, cfg)
+    best = fastest("swiglu ", configs(tmas, 2 * block),
+                   lambda cfg: tk.w8a8_gemm(a, sa, bi, si, config=cfg, swiglu_block=block),
+                   rows, {"gpu": gpu, "kind": kind, "variant": "swiglu", "m": m, "n": n, "k": k})  # fmt: skip
     if best is not None:
         winners.setdefault(kind, {}).setdefault(f"{n}x{k}/swiglu", {})[str(m)] = best[1]
-        print(f"{kind} M={m} N={n} K={k} swiglu epilogue: triton {flop / best[0] / 1e9:.0f} TFLOP/s | {best[1]}",
-              flush=True)  # fmt: skip
+        print(f"{kind} M={m} N={n} K={k} swiglu epilogue: triton {2.0 * m * n * k / best[0] / 1e9:.0f} TFLOP/s "
+              f"| {best[1]}", flush=True)  # fmt: skip
 
 
 def main() -> None:
@@ -150,20 +169,8 @@ def main() -> None:
                 flop = 2.0 * m * n * k
                 x, w, a, sa, b, sb = operands(kind, m, n, k)
                 base = torch_baselines(kind, x, w, a, sa, b, sb)
-                best = None
-                for (bm, bn, bk, nw, ns), tma in [(c, t) for t in args.tma for c in CANDIDATES]:
-                    cfg = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "num_warps": nw, "num_stages": ns,
-                           "TMA": tma}  # fmt: skip
-                    t0 = time.perf_counter()
-                    try:
-                        ms = graph_ms(lambda: tk.w8a8_gemm(a, sa, b, sb, config=cfg))
-                    except Exception as exc:  # out of shared memory, or a compile error: skip it
-                        print(f"  skip {cfg}: {exc.__class__.__name__}: {str(exc).splitlines()[0][:100]}", flush=True)
-                        continue
-                    rows.append({"gpu": gpu, "kind": kind, "m": m, "n": n, "k": k, **cfg, "ms": ms,
-                                 "tflops": flop / ms / 1e9, "tune_s": time.perf_counter() - t0})  # fmt: skip
-                    if best is None or ms < best[0]:
-                        best = (ms, cfg)
+                best = fastest("", configs(args.tma), lambda cfg: tk.w8a8_gemm(a, sa, b, sb, config=cfg), rows,
+                               {"gpu": gpu, "kind": kind, "m": m, "n": n, "k": k})  # fmt: skip
                 if best is None:
                     continue
                 winners.setdefault(kind, {}).setdefault(f"{n}x{k}", {})[str(m)] = best[1]
