@@ -2,7 +2,11 @@
 # The W8A8 kernels on the GPU machine of the device tool, in one call: the kernels'
 # tests compiled for the GPU, the tile tuning (winners into qbench/triton_configs.json,
 # copied to $OUT), then a one-process smoke of every W8A8 path at batch 128.
-# Needs the wheels in .whl2/ (snakemake-free is fine; torchao for impl torchao).
+# With SMOKE=1, first a 4-job run of the workflow (batch 128, 2 repeats) whose logs say
+# whether the fork server measured (attempt 1 (fork server)) and what each job cost.
+# TUNE_ARGS go to tune_triton.py (e.g. --only-swiglu); BATCH may list several sizes.
+# STEPS picks what runs (default: tests tune bench gputests; smoke with SMOKE=1).
+# Needs the wheels in .whl2/ (snakemake for SMOKE; torchao for impl torchao).
 set -uo pipefail
 # The device copy's .git can be stale: pass the commit measured, e.g.
 #   QBENCH_GIT_COMMIT=$(git rev-parse HEAD) in the command (qbench.device.git_commit reads it).
@@ -11,10 +15,26 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=$PWD
 out=${OUT:-/tmp/out}; mkdir -p "$out"
 nvidia-smi --query-gpu=name,uuid,driver_version,clocks.max.sm,power.limit --format=csv | tee "$out/gpu.csv"
 python3 -c "import torch, triton, torchao; print('torch', torch.__version__, 'triton', triton.__version__, 'torchao', torchao.__version__)"
-timeout 150 python3 -m pytest -q -x tests/test_triton_kernels.py 2>&1 | tail -5
-timeout ${TUNE_S:-330} python3 scripts/tune_triton.py --write --json "$out/tune.json" 2>&1 | grep -v "^  skip" | tee "$out/tune.log"
+steps=" ${STEPS:-tests tune bench gputests} "; [ "${SMOKE:-0}" = 1 ] && steps="$steps smoke "
+has() { [[ "$steps" == *" $1 "* ]]; }
+has tests && timeout 150 python3 -m pytest -q -x tests/test_triton_kernels.py 2>&1 | tail -5
+if has smoke; then
+  rm -rf results logs
+  timeout ${SMOKE_S:-240} python3 -m snakemake results/summary.csv --cores 16 --resources gpu=1 \
+    --config 'batch_sizes=[128]' repeats=2 > "$out/smoke.log" 2>&1; echo "smoke rc $?"
+  grep -rh "fork server\|NVML\|NVIDIA files" logs .qbench-cache/fork-server/*.log 2>/dev/null | sort | uniq -c | head -20
+  ls .qbench-cache/fork-server/ 2>/dev/null
+  python3 -c "
+import glob, pandas as pd
+for f in sorted(glob.glob('results/shards/**/*.parquet', recursive=True)):
+    d = pd.read_parquet(f)
+    print(f.split('shards/')[1], *(f'{c}={d[c].iloc[0]:.2f}' for c in ('startup_s', 'setup_s', 'compile_s', 'warmup_s', 'timed_s') if c in d))
+"
+  tar czf "$out/smoke.tgz" results logs .qbench-cache/fork-server 2>/dev/null
+fi
+has tune && timeout ${TUNE_S:-330} python3 scripts/tune_triton.py --write --json "$out/tune.json" ${TUNE_ARGS:-} 2>&1 | grep -v "^  skip" | tee "$out/tune.log"
 cp qbench/triton_configs.json "$out/" 2>/dev/null
-timeout ${BENCH_S:-150} python3 scripts/bench_schemes.py --batch ${BATCH:-128} --iterations 20 --json "$out/schemes.json" \
+has bench && timeout ${BENCH_S:-150} python3 scripts/bench_schemes.py --batch ${BATCH:-128} --iterations 20 --json "$out/schemes.json" \
   --variants ${VARIANTS:-fp16:compile w8a8-int8:triton w8a8-fp8:triton w8a8-int8:compile w8a8-fp8:compile} 2>&1 \
   | grep -E "^batch|Error|error" | tee "$out/schemes.log"
-timeout 60 python3 -m pytest -q tests/test_gpu.py -k triton 2>&1 | tail -3
+has gputests && timeout 60 python3 -m pytest -q tests/test_gpu.py -k triton 2>&1 | tail -3

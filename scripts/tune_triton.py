@@ -31,6 +31,7 @@ SHAPES = {
 CANDIDATES = [
     (128, 256, 128, 8, 3), (128, 256, 128, 8, 4), (128, 256, 64, 8, 4), (128, 256, 64, 8, 5),
     (256, 128, 128, 8, 3), (256, 128, 128, 8, 4), (128, 128, 128, 8, 4), (128, 128, 128, 4, 4),
+    (128, 256, 128, 8, 2), (64, 256, 128, 4, 4),
 ]  # fmt: skip
 # each candidate as a pointer-loading kernel and as a persistent TMA one
 
@@ -156,6 +157,7 @@ def main() -> None:
     ap.add_argument("--json", help="write every measurement here")
     ap.add_argument("--tma", nargs="+", type=lambda v: v == "1", default=[False, True], help="1/0: TMA kernel or not")
     ap.add_argument("--rows-only", action="store_true", help="only time the quantization kernels")
+    ap.add_argument("--only-swiglu", action="store_true", help="only tune the SiLU*mul-epilogue GEMM (gate|up)")
     args = ap.parse_args()
     gpu = torch.cuda.get_device_name()
     print(f"{gpu}, torch {torch.__version__}, cuda {torch.version.cuda}", flush=True)
@@ -163,11 +165,16 @@ def main() -> None:
     if args.rows_only:
         rows, args.kinds = bench_rows([16384, 131072]), []
     shapes = sorted({nk for s in args.shapes for nk in SHAPES[s]})
+    if args.only_swiglu:
+        shapes = sorted(SWIGLU_SHAPES)
     for kind in args.kinds:
         for n, k in shapes:
             for m in args.m:
                 flop = 2.0 * m * n * k
                 x, w, a, sa, b, sb = operands(kind, m, n, k)
+                if args.only_swiglu:
+                    tune_swiglu(kind, m, n, k, a, sa, b, sb, args.tma, rows, winners, gpu)
+                    continue
                 base = torch_baselines(kind, x, w, a, sa, b, sb)
                 best = fastest("", configs(args.tma), lambda cfg: tk.w8a8_gemm(a, sa, b, sb, config=cfg), rows,
                                {"gpu": gpu, "kind": kind, "m": m, "n": n, "k": k})  # fmt: skip
