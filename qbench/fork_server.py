@@ -64,14 +64,57 @@ def preload() -> None:
     os.environ.setdefault("JE_ARROW_MALLOC_CONF", "background_thread:false")
     # Any torch.cuda.is_available() asks NVML, not the CUDA runtime, which would poison forks.
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
-    for name in PRELOAD:
-        before = nvidia_fds()
-        importlib.import_module(name)
-        if nvidia_fds() - before:  # say which import did it: the next check refuses to fork
-            log.info("importing %s opened %s", name, ", ".join(sorted(nvidia_fds() - before)))
+    importlib.import_module("torch")
+    with gpus_counted_from_device_files():
+        for name in PRELOAD:
+            before = nvidia_fds()
+            importlib.import_module(name)
+            if nvidia_fds() - before:  # say which import did it: the next check refuses to fork
+                log.info("importing %s opened %s", name, ", ".join(sorted(nvidia_fds() - before)))
     release_nvml()
     gc.collect()
     gc.freeze()  # children do not copy the preloaded objects' pages when the collector runs
+
+
+def visible_gpu_count() -> int:
+    """How many GPUs CUDA would see, from /dev/nvidiaN and CUDA_VISIBLE_DEVICES alone:
+    no driver call."""
+    with contextlib.suppress(OSError):
+        n = sum(1 for f in os.listdir("/dev") if f.startswith("nvidia") and f[6:].isdigit())
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible is not None:
+            n = min(n, len([v for v in visible.split(",") if v.strip()]))
+        return n
+    return 0
+
+
+@contextlib.contextmanager
+def gpus_counted_from_device_files():
+    """While the server imports, torch.cuda.device_count() and is_available() answer from
+    the device files. Asking NVML is not harmless: on the H100 driver (580) nvmlInit
+    starts CUDA's driver too (/dev/nvidia-uvm and a `cuda…` thread stay after
+    nvmlShutdown), so the server could never fork; an import of torch._inductor.compile_fx
+    asked. Module-level caches get the same count the driver would give. Each caller is
+    logged once; the originals are back before any job is forked."""
+    import torch
+
+    count, seen = visible_gpu_count(), set()
+
+    def device_count() -> int:
+        where = " < ".join(f"{Path(f.filename).name}:{f.lineno}" for f in reversed(traceback.extract_stack()[-5:-1]))
+        if where not in seen:
+            seen.add(where)
+            log.info("torch.cuda asked for the GPU count during the imports (%s): %d, from /dev", where, count)
+        return count
+
+    saved = {name: getattr(torch.cuda, name) for name in ("device_count", "is_available")}
+    torch.cuda.device_count = device_count
+    torch.cuda.is_available = lambda: device_count() > 0
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(torch.cuda, name, fn)
 
 
 def nvidia_fds() -> set[str]:

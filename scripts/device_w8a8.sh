@@ -17,12 +17,14 @@ nvidia-smi --query-gpu=name,uuid,driver_version,clocks.max.sm,power.limit --form
 python3 -c "import torch, triton, torchao; print('torch', torch.__version__, 'triton', triton.__version__, 'torchao', torchao.__version__)"
 steps=" ${STEPS:-tests tune bench gputests} "; [ "${SMOKE:-0}" = 1 ] && steps="$steps smoke "
 has() { [[ "$steps" == *" $1 "* ]]; }
-has tests && timeout 150 python3 -m pytest -q -x tests/test_triton_kernels.py 2>&1 | tail -5
+has tests && timeout 150 python3 -m pytest -q tests/test_triton_kernels.py --tb=line 2>&1 | grep -E "Error|assert|FAILED|passed|failed" | head -30
 if has smoke; then
   rm -rf results logs
+  python3 -c "import yaml; c = yaml.safe_load(open('config/config.yaml')); c.update(batch_sizes=[128], repeats=2); yaml.safe_dump(c, open('/tmp/smoke.yaml', 'w'))"
   timeout ${SMOKE_S:-240} python3 -m snakemake results/summary.csv --cores 16 --resources gpu=1 \
-    --config 'batch_sizes=[128]' repeats=2 > "$out/smoke.log" 2>&1; echo "smoke rc $?"
-  grep -rh "fork server\|NVML\|NVIDIA files" logs .qbench-cache/fork-server/*.log 2>/dev/null | sort | uniq -c | head -20
+    --configfile /tmp/smoke.yaml > "$out/smoke.log" 2>&1; echo "smoke rc $?"
+  grep -rh "fork server" logs 2>/dev/null | cut -c 25- | sort | uniq -c | head -10
+  tail -n 12 .qbench-cache/fork-server/*.log
   ls .qbench-cache/fork-server/ 2>/dev/null
   python3 -c "
 import glob, pandas as pd

@@ -278,3 +278,35 @@ def test_the_server_refuses_to_fork_with_a_thread_running():
     finally:
         stop.set()
         t.join()
+
+
+def test_while_preloading_the_gpu_count_comes_from_device_files(monkeypatch, caplog):
+    """An import that asks torch.cuda for GPUs during the preload gets the count of
+    /dev/nvidiaN files (capped by CUDA_VISIBLE_DEVICES) without a driver call; the
+    caller is logged, and torch's own functions are back afterwards."""
+    import logging
+
+    import torch
+
+    from qbench import fork_server
+
+    originals = torch.cuda.device_count, torch.cuda.is_available
+    monkeypatch.setattr(fork_server, "visible_gpu_count", lambda: 3)
+    with caplog.at_level(logging.INFO, logger="qbench.fork_server"):
+        with fork_server.gpus_counted_from_device_files():
+            assert torch.cuda.device_count() == 3 and torch.cuda.is_available() is True
+    assert (torch.cuda.device_count, torch.cuda.is_available) == originals
+    assert "asked for the GPU count during the imports (test_fork_server.py:" in caplog.text
+    assert not torch.cuda.is_initialized()
+
+
+def test_the_visible_gpu_count_honours_cuda_visible_devices(monkeypatch):
+    from qbench import fork_server
+
+    monkeypatch.setattr(fork_server.os, "listdir", lambda d: ["nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm", "null"])
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert fork_server.visible_gpu_count() == 2
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert fork_server.visible_gpu_count() == 1
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert fork_server.visible_gpu_count() == 0
