@@ -6,7 +6,8 @@
 # into $OUT.
 #   start : warm the compile caches for every default cell (one repeat, both GPUs), then
 #           the default sweep with gpu=1, the same with gpu=2 (both warm, same machine),
-#           then the W8A8 study (config/w8a8.yaml, 2 repeats) with gpu=2
+#           then the W8A8 study (config/w8a8.yaml, 2 repeats) with gpu=2 (STUDY_GPUS);
+#           RUNS picks and orders them (default: warm gpu1 gpu2 study)
 #   wait  : wait, report progress, copy results
 # Needs .whl2/ (snakemake, torchao; no vl-convert: charts and report are drawn off-GPU
 # from the copied results).
@@ -43,10 +44,14 @@ run() {  # name gpus configfile
   mkdir -p $state/$1 && cp -r results logs $state/$1/
   echo "DONE $1 $(python3 -c "print(round($e - $s, 1))") s"
 }
-run warm 2 $state/warm.yaml
-run gpu1 1 config/config.yaml
-run gpu2 2 config/config.yaml
-run study 2 $state/w8a8.yaml
+for r in ${RUNS:-warm gpu1 gpu2 study}; do
+  case $r in
+    warm) run warm 2 $state/warm.yaml ;;
+    gpu1) run gpu1 1 config/config.yaml ;;
+    gpu2) run gpu2 2 config/config.yaml ;;
+    study) run study ${STUDY_GPUS:-2} $state/w8a8.yaml ;;
+  esac
+done
 echo ALLDONE
 JOB
   setsid nohup bash "$state/job.sh" > "$state/job.log" 2>&1 &
