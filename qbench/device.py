@@ -39,13 +39,18 @@ def resolve_device(requested: str) -> torch.device:
 
 
 @contextlib.contextmanager
-def gpu_lock(lock_dir: str | os.PathLike, names: list[str] | None = None, poll_s: float = 0.2):
+def gpu_lock(lock_dir: str | os.PathLike, names: list[str] | None = None, poll_s: float = 0.2, prefer: int = 0):
     """Hold an exclusive lock on one GPU for the life of the block and yield its index.
 
     With `--resources gpu=N` up to N jobs run at once; each takes a free GPU, so two
     jobs never share one. `names` identify the visible GPUs (default: their UUIDs, so
     jobs with different CUDA_VISIBLE_DEVICES agree on what a lock means). Blocks until a
     GPU is free. The locks are flock()s, released by the kernel even when a job is killed.
+
+    Free GPUs are tried from `prefer` (mod their count) on. Jobs pass their repeat index:
+    jobs that start together take the GPUs in the order they ask, so without a rotation
+    the first dtype of every pair would land on GPU 0 and the second on GPU 1, and a
+    difference between the two cards would pose as a dtype effect (seen on 2 x H100).
     """
     if names is None:
         names = [gpu_uuid(i) or f"index{i}" for i in range(torch.cuda.device_count())]
@@ -56,7 +61,8 @@ def gpu_lock(lock_dir: str | os.PathLike, names: list[str] | None = None, poll_s
     handles = [open(lock_dir / f"{name}.lock", "a+") for name in names]
     try:
         while True:
-            for i, fh in enumerate(handles):
+            for i in [(prefer + k) % len(handles) for k in range(len(handles))]:
+                fh = handles[i]
                 try:
                     fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:

@@ -78,7 +78,10 @@ def measure(job: JobRequest, launch: str) -> int:
 
         breakdown = CellBreakdown(job.breakdown_forwards)
     if device.type == "cuda":
-        with gpu_lock(gpu_lock_dir(job.lock_dir)) as index:
+        with gpu_lock(gpu_lock_dir(job.lock_dir), prefer=cell.rep) as index:
+            # the current device too: torch.cuda.graph's capture stream, Triton's and
+            # Inductor's launches follow it (on GPU 1 every capture failed without this)
+            torch.cuda.set_device(index)
             table = run_cell(cell, torch.device("cuda", index), startup_s, job.attempt, after_timing=breakdown)
     else:
         table = run_cell(cell, device, startup_s, job.attempt, after_timing=breakdown)

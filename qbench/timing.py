@@ -78,22 +78,25 @@ class L2Flusher:
 
 
 def capture_graph(fn: Callable[[], object], device: torch.device) -> tuple[torch.cuda.CUDAGraph | None, str | None]:
-    """Capture `fn` in a CUDA graph; returns (graph, None) or (None, reason)."""
-    try:
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):  # warm on a side stream, as capture requires
-            fn()
-        torch.cuda.current_stream(device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            fn()
-        graph.replay()
-        torch.cuda.synchronize(device)
-        return graph, None
-    except Exception as exc:  # any capture failure: fall back to launches, say why
-        torch.cuda.synchronize(device)
-        return None, f"CUDA graph capture failed: {exc.__class__.__name__}: {str(exc).splitlines()[0][:200]}"
+    """Capture `fn` in a CUDA graph; returns (graph, None) or (None, reason). Under
+    `device` as the current device: torch.cuda.graph captures on a stream of the current
+    device, and a model on another GPU then fails to capture."""
+    with torch.cuda.device(device):
+        try:
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):  # warm on a side stream, as capture requires
+                fn()
+            torch.cuda.current_stream(device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                fn()
+            graph.replay()
+            torch.cuda.synchronize(device)
+            return graph, None
+        except Exception as exc:  # any capture failure: fall back to launches, say why
+            torch.cuda.synchronize(device)
+            return None, f"CUDA graph capture failed: {exc.__class__.__name__}: {str(exc).splitlines()[0][:200]}"
 
 
 def _sync(device: torch.device) -> None:

@@ -74,3 +74,27 @@ def test_cuda_requested_without_gpu():
     with pytest.raises(DeviceError, match="device is 'cuda' but torch sees no CUDA GPU"):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
+
+
+def _hold_preferring(lock_dir, names, prefer, hold_s, queue):
+    with gpu_lock(lock_dir, names, poll_s=0.02, prefer=prefer) as index:
+        queue.put(index)
+        time.sleep(hold_s)
+
+
+@pytest.mark.parametrize("prefer, order", [(0, [0, 1]), (1, [1, 0]), (3, [1, 0])])
+def test_jobs_start_on_the_gpu_their_repeat_prefers(tmp_path, prefer, order):
+    """Two jobs asking together take the GPUs from `prefer` on (the repeat index), so a
+    dtype's repeats rotate over the GPUs instead of always landing on the same one."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    names = ["GPU-aaaa", "GPU-bbbb"]
+    first = ctx.Process(target=_hold_preferring, args=(str(tmp_path), names, prefer, 2.0, q))
+    first.start()
+    got = [q.get(timeout=60)]
+    second = ctx.Process(target=_hold_preferring, args=(str(tmp_path), names, prefer, 0.0, q))
+    second.start()
+    got.append(q.get(timeout=60))
+    for p in (first, second):
+        p.join(timeout=60)
+    assert got == order

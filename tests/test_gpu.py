@@ -28,6 +28,17 @@ def test_graph_replay_times_the_gpu_work():
     assert 50 < tflops < 2000, tflops  # a real GEMM's rate, not the host's launch time
 
 
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_a_model_on_another_gpu_than_the_current_one_is_captured():
+    """The capture stream is the current device's: on 2 x H100 every cell on GPU 1 fell
+    back to launches until capture ran under the model's device."""
+    dev = torch.device("cuda", torch.cuda.device_count() - 1)
+    a = torch.randn(2048, 2048, device=dev, dtype=torch.float16)
+    assert torch.cuda.current_device() != dev.index
+    s = time_forward(lambda: a @ a, dev, cfg())
+    assert s.method == "cuda_graph", s.note
+
+
 def test_capture_failure_falls_back_with_a_reason():
     a = torch.randn(256, device="cuda")
 
