@@ -43,6 +43,7 @@ def load(spec: str) -> dict:
     summary = pd.read_csv(root / "summary.csv")
     shards = read_shards(sorted((root / "shards").rglob("*.parquet")))
     per_job = shards.groupby(["workload", "dtype", "batch", "rep"]).first()
+    per_job["job_mean_ms"] = shards.groupby(["workload", "dtype", "batch", "rep"])["latency_ms"].mean()
     return {"name": path, "wall_s": float(wall) if wall else float("nan"), "summary": summary, "jobs": per_job}
 
 
@@ -189,6 +190,26 @@ def bench_workflow(args) -> dict:
     return report
 
 
+def per_gpu(run: dict, confidence: float = 0.95) -> pd.DataFrame:
+    """A run on several GPUs: each cell's repeat means split by the GPU that measured
+    them (mean, Student-t interval, count, how they were timed), against the first GPU."""
+    from scipy import stats
+
+    jobs = run["jobs"].reset_index()
+    rows = []
+    for (w, d, b), cell in jobs.groupby(["workload", "dtype", "batch"]):
+        first = None
+        for g, on in cell.groupby("gpu_index"):
+            x = on["job_mean_ms"].to_numpy()
+            half = stats.t.ppf(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / len(x) ** 0.5 if len(x) > 1 else float("nan")
+            first = x.mean() if first is None else first
+            rows.append({"workload": w, "dtype": d, "batch": b, "gpu_index": g, "repeats": len(x), "mean_ms": x.mean(),
+                         "ci_low_ms": x.mean() - half, "ci_high_ms": x.mean() + half,
+                         "vs_first_gpu_pct": 100 * (x.mean() / first - 1),
+                         "timing": ",".join(sorted(on["timing_method"].dropna().unique()))})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 def stability(a: dict, b: dict) -> pd.DataFrame:
     keys = ["workload", "dtype", "batch"]
     m = a["summary"].merge(b["summary"], on=keys, suffixes=("_a", "_b"))
@@ -224,7 +245,12 @@ def main() -> None:
         print(f"\n## {run['name']}\n\n{p.round(3).to_markdown(index=False)}\n")
         print(f"worst half-width {p['half_width_pct'].max():.3f}% (goal <= 0.5%)")
         print("\n".join(f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in o.items()))
-        report["runs"].append({"overhead": o, "precision": p.to_dict("records")})
+        entry = {"overhead": o, "precision": p.to_dict("records")}
+        if run["jobs"]["gpu_index"].nunique() > 1:
+            g = per_gpu(run)
+            print(f"\n### per GPU\n\n{g.round(3).to_markdown(index=False)}\n")
+            entry["per_gpu"] = g.to_dict("records")
+        report["runs"].append(entry)
     if len(runs) >= 2:
         s = stability(runs[0], runs[1])
         print(f"\n## stability {runs[0]['name']} vs {runs[1]['name']}\n\n{s.round(3).to_markdown(index=False)}\n")
