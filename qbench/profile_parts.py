@@ -258,6 +258,9 @@ class CellBreakdown:
         os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
     def __call__(self, model: nn.Module, x: torch.Tensor, device: torch.device) -> None:
+        if self.forwards < 1:  # a repeat past breakdown.repeats: its table stays empty
+            log.info("breakdown: not profiled in this repeat (breakdown.repeats)")
+            return
         try:
             self.profile = profile_parts(lambda: model(x), device, self.forwards, model)
         except torch.OutOfMemoryError as exc:

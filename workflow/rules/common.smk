@@ -115,8 +115,12 @@ def measure_extra_outputs():
     return {"breakdown": BREAKDOWN_CELL} if BREAKDOWN else {}
 
 
-def breakdown_forwards():
-    return config["breakdown"]["forwards"] if BREAKDOWN else 0
+def breakdown_forwards(wildcards):
+    """Forwards to profile in this job: breakdown.forwards in the first breakdown.repeats
+    repeats of a cell, none in the others (their tables are empty)."""
+    if not BREAKDOWN or int(wildcards.rep) >= config["breakdown"]["repeats"]:
+        return 0
+    return config["breakdown"]["forwards"]
 
 
 def all_breakdown_cells(wildcards=None):

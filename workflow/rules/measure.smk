@@ -9,7 +9,7 @@ rule measure:
         **measure_extra_outputs(),
     params:
         cell=cell_config,
-        breakdown_forwards=breakdown_forwards(),
+        breakdown_forwards=breakdown_forwards,
         lock_dir=".qbench-cache/gpu-locks",
         compile_cache=".qbench-cache/inductor",
     priority: measure_priority
