@@ -7,7 +7,8 @@
 #   start : warm the compile caches for every default cell (one repeat, both GPUs), then
 #           the default sweep with gpu=1, the same with gpu=2 (both warm, same machine),
 #           then the W8A8 study (config/w8a8.yaml, 2 repeats) with gpu=2 (STUDY_GPUS);
-#           RUNS picks and orders them (default: warm gpu1 gpu2 study)
+#           RUNS picks and orders them (default: warm gpu1 gpu2 study); warmup3 is the
+#           default sweep with a 3-forward, 250 ms warm-up, with gpu=1
 #   wait  : wait, report progress, copy results
 # Needs .whl2/ (snakemake, torchao; no vl-convert: charts and report are drawn off-GPU
 # from the copied results).
@@ -34,6 +35,10 @@ c = yaml.safe_load(open("config/config.yaml")); c["repeats"] = 1
 yaml.safe_dump(c, open(".qbench-cache/scaleout/warm.yaml", "w"))
 s = yaml.safe_load(open("config/w8a8.yaml")); s["repeats"] = 2
 yaml.safe_dump(s, open(".qbench-cache/scaleout/w8a8.yaml", "w"))
+# the default sweep with a shorter warm-up (>= 3 forwards and >= 250 ms instead of 10 and
+# 25 ms): run beside gpu1 on the same card, it says whether the numbers hold
+c = yaml.safe_load(open("config/config.yaml")); c["timing"].update(warmup=3, warmup_ms=250)
+yaml.safe_dump(c, open(".qbench-cache/scaleout/warmup3.yaml", "w"))
 PY
 run() {  # name gpus configfile
   rm -rf results logs
@@ -49,6 +54,7 @@ for r in ${RUNS:-warm gpu1 gpu2 study}; do
     warm) run warm 2 $state/warm.yaml ;;
     gpu1) run gpu1 1 config/config.yaml ;;
     gpu2) run gpu2 2 config/config.yaml ;;
+    warmup3) run warmup3 1 $state/warmup3.yaml ;;
     study) run study ${STUDY_GPUS:-2} $state/w8a8.yaml ;;
   esac
 done
@@ -61,7 +67,7 @@ while ! grep -q ALLDONE "$state/job.log" 2>/dev/null && [ $(( $(date +%s) - t0 )
 tail -25 "$state/job.log"
 for f in "$state"/*.log; do [ -f "$f" ] && echo "$(basename $f): $(grep -E 'steps \(' "$f" | tail -1)"; done
 ls results/shards/*/ 2>/dev/null | head -3
-for d in "$state"/warm "$state"/gpu1 "$state"/gpu2 "$state"/study; do
+for d in "$state"/warm "$state"/gpu1 "$state"/gpu2 "$state"/warmup3 "$state"/study; do
   [ -d "$d" ] || continue
   n=$(basename "$d")
   tar czf "$OUT/$n.tgz" -C "$state" "$n" "wall-$n.txt" "$n.log" 2>/dev/null
