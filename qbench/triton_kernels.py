@@ -196,17 +196,20 @@ def _w8a8_gemm_tma_kernel(
     a_desc, b_desc, c_ptr, sa_ptr, sb_ptr, r_ptr, M, N, K, stride_cm, stride_cn, stride_rm, stride_rn,
     IS_INT: tl.constexpr, HAS_RESIDUAL: tl.constexpr, SWIGLU: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-    NUM_SMS: tl.constexpr,
+    NUM_SMS: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, FLATTEN: tl.constexpr,
 ):  # fmt: skip
     # The same GEMM and epilogue as _w8a8_gemm_kernel, persistent (one program per SM
     # walks the tiles) with A and B tiles fetched by TMA (tensor descriptors; edges read
-    # as zeros), so loads overlap the tensor cores better on Hopper.
+    # as zeros), so loads overlap the tensor cores better on Hopper. WARP_SPECIALIZE (config
+    # key WS) asks Triton to give the loads and the MMAs warps of their own, the
+    # producer/consumer split of CUTLASS's Hopper GEMMs; the tile loop is then not
+    # flattened (Triton flattens only without it on Hopper).
     start = tl.program_id(0)
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
     k_tiles = tl.cdiv(K, BLOCK_K)
     per_group = GROUP_M * num_pid_n
-    for tile in tl.range(start, num_pid_m * num_pid_n, NUM_SMS, flatten=True):
+    for tile in tl.range(start, num_pid_m * num_pid_n, NUM_SMS, flatten=FLATTEN, warp_specialize=WARP_SPECIALIZE):
         first_m = (tile // per_group) * GROUP_M
         group_m = tl.minimum(num_pid_m - first_m, GROUP_M)
         pid_m = first_m + ((tile % per_group) % group_m)
@@ -332,6 +335,7 @@ def w8a8_gemm(
     r = residual.reshape(m, n) if residual is not None else c
     bm, bn = cfg.pop("BLOCK_M"), cfg.pop("BLOCK_N")
     tma = cfg.pop("TMA", False) and k % 16 == 0 and a.is_contiguous() and w.is_contiguous()
+    ws = bool(cfg.pop("WS", False))  # warp specialization: the TMA kernel's only
     if a.device.type != "cuda":
         cfg.pop("num_warps", None), cfg.pop("num_stages", None)
     if tma:
@@ -344,7 +348,7 @@ def w8a8_gemm(
             TensorDescriptor.from_tensor(a, [bm, cfg["BLOCK_K"]]), TensorDescriptor.from_tensor(w, [bn, cfg["BLOCK_K"]]),
             c, a_scale.reshape(-1), w_scale.reshape(-1), r, m, n, k, c.stride(0), c.stride(1), r.stride(0), r.stride(1),
             IS_INT=is_int, HAS_RESIDUAL=residual is not None, SWIGLU=bool(swiglu_block),
-            BLOCK_M=bm, BLOCK_N=bn, NUM_SMS=min(sms, tiles), **cfg,
+            BLOCK_M=bm, BLOCK_N=bn, NUM_SMS=min(sms, tiles), WARP_SPECIALIZE=ws, FLATTEN=not ws, **cfg,
         )  # fmt: skip
         return c
     grid = (triton_cdiv(m, bm) * triton_cdiv(n, bn),)

@@ -124,22 +124,25 @@ def fastest(label: str, candidates, run, rows: list, row: dict) -> tuple[float, 
     return best
 
 
-def configs(tmas, block_n: int | None = None) -> list[dict]:
-    """The candidates as configs, each with and without TMA; only BLOCK_N == block_n if given."""
+def configs(tmas, block_n: int | None = None, ws=(False,)) -> list[dict]:
+    """The candidates as configs, each with and without TMA (the TMA ones with and without
+    warp specialization, as `ws` lists); only BLOCK_N == block_n if given."""
     return [
-        {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "num_warps": nw, "num_stages": ns, "TMA": tma}
+        {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "num_warps": nw, "num_stages": ns, "TMA": tma,
+         **({"WS": True} if w else {})}
         for tma in tmas
+        for w in (ws if tma else (False,))
         for bm, bn, bk, nw, ns in CANDIDATES
         if block_n is None or bn == block_n
-    ]
+    ]  # fmt: skip
 
 
-def tune_swiglu(kind, m, n, k, a, sa, b, sb, tmas, rows, winners, gpu) -> None:
+def tune_swiglu(kind, m, n, k, a, sa, b, sb, tmas, rows, winners, gpu, ws=(False,)) -> None:
     """The gate|up GEMM with SiLU*mul in its epilogue: only tiles as wide as two
     interleaved blocks fit it; winners go under `NxK/swiglu`."""
     block = tk.DEFAULT_GEMM["BLOCK_N"] // 2
     bi, si = tk.swiglu_interleave(b, block), tk.swiglu_interleave(sb.view(-1), block).view(1, -1)
-    best = fastest("swiglu ", configs(tmas, 2 * block),
+    best = fastest("swiglu ", configs(tmas, 2 * block, ws),
                    lambda cfg: tk.w8a8_gemm(a, sa, bi, si, config=cfg, swiglu_block=block),
                    rows, {"gpu": gpu, "kind": kind, "variant": "swiglu", "m": m, "n": n, "k": k})  # fmt: skip
     if best is not None:
@@ -157,6 +160,8 @@ def main() -> None:
     ap.add_argument("--json", help="write every measurement here")
     ap.add_argument("--tma", nargs="+", type=lambda v: v == "1", default=[False, True], help="1/0: TMA kernel or not")
     ap.add_argument("--rows-only", action="store_true", help="only time the quantization kernels")
+    ap.add_argument("--ws", nargs="+", type=lambda v: v == "1", default=[False],
+                    help="1/0: the TMA kernel with warp specialization or not (default 0)")
     ap.add_argument("--only-swiglu", action="store_true", help="only tune the SiLU*mul-epilogue GEMM (gate|up)")
     args = ap.parse_args()
     gpu = torch.cuda.get_device_name()
@@ -173,16 +178,16 @@ def main() -> None:
                 flop = 2.0 * m * n * k
                 x, w, a, sa, b, sb = operands(kind, m, n, k)
                 if args.only_swiglu:
-                    tune_swiglu(kind, m, n, k, a, sa, b, sb, args.tma, rows, winners, gpu)
+                    tune_swiglu(kind, m, n, k, a, sa, b, sb, args.tma, rows, winners, gpu, args.ws)
                     continue
                 base = torch_baselines(kind, x, w, a, sa, b, sb)
-                best = fastest("", configs(args.tma), lambda cfg: tk.w8a8_gemm(a, sa, b, sb, config=cfg), rows,
+                best = fastest("", configs(args.tma, ws=args.ws), lambda cfg: tk.w8a8_gemm(a, sa, b, sb, config=cfg), rows,
                                {"gpu": gpu, "kind": kind, "m": m, "n": n, "k": k})  # fmt: skip
                 if best is None:
                     continue
                 winners.setdefault(kind, {}).setdefault(f"{n}x{k}", {})[str(m)] = best[1]
                 if (n, k) in SWIGLU_SHAPES:
-                    tune_swiglu(kind, m, n, k, a, sa, b, sb, args.tma, rows, winners, gpu)
+                    tune_swiglu(kind, m, n, k, a, sa, b, sb, args.tma, rows, winners, gpu, args.ws)
                 rows.append({"gpu": gpu, "kind": kind, "m": m, "n": n, "k": k, "winner": best[1], "ms": best[0],
                              **{f"{name}_ms": v for name, v in base.items()}})  # fmt: skip
                 fp16 = base["fp16_mm"]

@@ -95,10 +95,15 @@ def scaled_mm_fast_accum(a, sa, w, sw):
     return out[:m, :n]
 
 
+# the pointer kernel, the persistent TMA one, and that one warp-specialized (config key WS)
+KERNELS = pytest.mark.parametrize("tma", [{"TMA": False}, {"TMA": True}, {"TMA": True, "WS": True}],
+                                  ids=["pointers", "tma", "tma-ws"])  # fmt: skip
+
+
 @pytest.mark.parametrize("q", QDTYPES, ids=ids)
 @pytest.mark.parametrize("m,k,n", SHAPES)
 @pytest.mark.parametrize("residual", [False, True])
-@pytest.mark.parametrize("tma", [False, True], ids=["pointers", "tma"])
+@KERNELS
 def test_gemm_dequantizes_in_its_epilogue(q, m, k, n, residual, tma):
     qdtype, qmax = q
     if qdtype != torch.int8 and CUDA and torch.cuda.get_device_capability() < (8, 9):
@@ -106,7 +111,7 @@ def test_gemm_dequantizes_in_its_epilogue(q, m, k, n, residual, tma):
     a, sa = schemes.quantize_rows(rand(m, k, seed=m + k), qmax, qdtype)
     w, sw = schemes.quantize_rows(rand(n, k, seed=n + 7), qmax, qdtype)
     r = rand(m, n, seed=11) if residual else None
-    cfg = {**tk.gemm_config(ids(q), m, n, k, torch.device(DEVICE)), "TMA": tma}
+    cfg = {**tk.gemm_config(ids(q), m, n, k, torch.device(DEVICE)), **tma}
     got = tk.w8a8_gemm(a, sa, w, sw.view(1, -1), residual=r, config=cfg)
     assert got.dtype == torch.float16 and got.shape == (m, n)
     ref = (a.double() @ w.double().t()) * sa.double() * sw.view(1, -1).double()
@@ -188,7 +193,7 @@ def test_tuned_configs_file_is_well_formed():
 
 @pytest.mark.parametrize("q", QDTYPES, ids=ids)
 @pytest.mark.parametrize("m,k,i", [(37, 64, 48), (5, 80, 32), (300, 128, 384), (3000, 2048, 8192)][: None if CUDA else 2])
-@pytest.mark.parametrize("tma", [False, True], ids=["pointers", "tma"])
+@KERNELS
 def test_gemm_swiglu_epilogue_is_silu_gate_times_up(q, m, k, i, tma):
     qdtype, qmax = q
     if qdtype != torch.int8 and CUDA and torch.cuda.get_device_capability() < (8, 9):
@@ -198,7 +203,7 @@ def test_gemm_swiglu_epilogue_is_silu_gate_times_up(q, m, k, i, tma):
         pytest.skip(f"intermediate {i} is not a multiple of this device's gate/up block")
     a, sa = schemes.quantize_rows(rand(m, k, seed=m), qmax, qdtype)
     w, sw = schemes.quantize_rows(rand(2 * i, k, seed=i), qmax, qdtype)
-    cfg = {**tk.gemm_config(ids(q), m, 2 * i, k, torch.device(DEVICE)), "TMA": tma}
+    cfg = {**tk.gemm_config(ids(q), m, 2 * i, k, torch.device(DEVICE)), **tma}
     got = tk.w8a8_gemm(
         a, sa, tk.swiglu_interleave(w, block), tk.swiglu_interleave(sw.view(-1), block), swiglu_block=block, config=cfg
     )
