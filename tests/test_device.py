@@ -76,10 +76,10 @@ def test_cuda_requested_without_gpu():
     assert resolve_device("auto").type == "cpu"
 
 
-def _hold_preferring(lock_dir, names, prefer, hold_s, queue):
+def _hold_preferring(lock_dir, names, prefer, release, queue):
     with gpu_lock(lock_dir, names, poll_s=0.02, prefer=prefer) as index:
         queue.put(index)
-        time.sleep(hold_s)
+        release.wait(60)
 
 
 @pytest.mark.parametrize("prefer, order", [(0, [0, 1]), (1, [1, 0]), (3, [1, 0])])
@@ -89,12 +89,13 @@ def test_jobs_start_on_the_gpu_their_repeat_prefers(tmp_path, prefer, order):
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     names = ["GPU-aaaa", "GPU-bbbb"]
-    first = ctx.Process(target=_hold_preferring, args=(str(tmp_path), names, prefer, 2.0, q))
-    first.start()
+    release = ctx.Event()  # the first job holds its GPU until the second has one
+    procs = [ctx.Process(target=_hold_preferring, args=(str(tmp_path), names, prefer, release, q)) for _ in range(2)]
+    procs[0].start()
     got = [q.get(timeout=60)]
-    second = ctx.Process(target=_hold_preferring, args=(str(tmp_path), names, prefer, 0.0, q))
-    second.start()
+    procs[1].start()
     got.append(q.get(timeout=60))
-    for p in (first, second):
+    release.set()
+    for p in procs:
         p.join(timeout=60)
     assert got == order
