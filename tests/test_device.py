@@ -7,26 +7,32 @@ import torch
 from qbench.device import DeviceError, gpu_lock, is_throttled, resolve_device
 
 
-def _hold(lock_dir, names, hold_s, queue):
+def _hold(lock_dir, names, release, queue):
     with gpu_lock(lock_dir, names, poll_s=0.02) as index:
         queue.put((index, time.monotonic()))
-        time.sleep(hold_s)
+        release.wait(60)
     queue.put(("released", time.monotonic()))
 
 
 def test_each_job_gets_its_own_gpu_and_a_third_waits(tmp_path):
     """Three processes, two (named) GPUs: two run at once on different GPUs, the third
-    starts only when one of them has released its GPU."""
+    starts only when one of them has released its GPU. (The first two hold their GPUs until
+    told: a slow process start must not let one finish before the other begins.)"""
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     names = ["GPU-aaaa", "GPU-bbbb"]
-    procs = [ctx.Process(target=_hold, args=(str(tmp_path), names, 1.5, q)) for _ in range(2)]
+    hold, go = ctx.Event(), ctx.Event()
+    go.set()  # the third releases at once
+    procs = [ctx.Process(target=_hold, args=(str(tmp_path), names, hold, q)) for _ in range(2)]
     for p in procs:
         p.start()
     first = [q.get(timeout=60), q.get(timeout=60)]
     assert sorted(i for i, _ in first) == [0, 1]  # never two jobs on one GPU
-    third = ctx.Process(target=_hold, args=(str(tmp_path), names, 0.0, q))
+    third = ctx.Process(target=_hold, args=(str(tmp_path), names, go, q))
     third.start()
+    time.sleep(1.0)
+    assert q.empty()  # both GPUs held: the third has none
+    hold.set()
     events = [q.get(timeout=60) for _ in range(4)]
     for p in procs + [third]:
         p.join(timeout=60)
@@ -39,7 +45,8 @@ def test_each_job_gets_its_own_gpu_and_a_third_waits(tmp_path):
 def test_lock_is_freed_when_a_job_dies(tmp_path):
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_hold, args=(str(tmp_path), ["g0"], 60, q))
+    never = ctx.Event()  # kept referenced: the child opens its semaphore after start()
+    p = ctx.Process(target=_hold, args=(str(tmp_path), ["g0"], never, q))
     p.start()
     assert q.get(timeout=60)[0] == 0
     p.kill()
