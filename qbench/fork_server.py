@@ -64,8 +64,7 @@ def preload() -> None:
     os.environ.setdefault("JE_ARROW_MALLOC_CONF", "background_thread:false")
     # Any torch.cuda.is_available() asks NVML, not the CUDA runtime, which would poison forks.
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
-    importlib.import_module("torch")
-    with gpus_counted_from_device_files():
+    with gpus_counted_from_device_files():  # imports torch first
         for name in PRELOAD:
             before = nvidia_fds()
             importlib.import_module(name)

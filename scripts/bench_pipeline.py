@@ -35,6 +35,7 @@ import pandas as pd
 import yaml
 
 from qbench.shards import read_shards
+from qbench.stats import mean_interval
 
 
 def load(spec: str) -> dict:
@@ -193,18 +194,16 @@ def bench_workflow(args) -> dict:
 def per_gpu(run: dict, confidence: float = 0.95) -> pd.DataFrame:
     """A run on several GPUs: each cell's repeat means split by the GPU that measured
     them (mean, Student-t interval, count, how they were timed), against the first GPU."""
-    from scipy import stats
-
     jobs = run["jobs"].reset_index()
     rows = []
     for (w, d, b), cell in jobs.groupby(["workload", "dtype", "batch"]):
         first = None
         for g, on in cell.groupby("gpu_index"):
             x = on["job_mean_ms"].to_numpy()
-            half = stats.t.ppf(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / len(x) ** 0.5 if len(x) > 1 else float("nan")
+            lo, hi = mean_interval(x, confidence) if len(x) > 1 else (float("nan"), float("nan"))
             first = x.mean() if first is None else first
             rows.append({"workload": w, "dtype": d, "batch": b, "gpu_index": g, "repeats": len(x), "mean_ms": x.mean(),
-                         "ci_low_ms": x.mean() - half, "ci_high_ms": x.mean() + half,
+                         "ci_low_ms": float(lo), "ci_high_ms": float(hi),
                          "vs_first_gpu_pct": 100 * (x.mean() / first - 1),
                          "timing": ",".join(sorted(on["timing_method"].dropna().unique()))})  # fmt: skip
     return pd.DataFrame(rows)
