@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from qbench import __version__
+from qbench.visible_gpus import visible_gpu_entries
 
 
 class DeviceError(RuntimeError):
@@ -36,6 +37,37 @@ def resolve_device(requested: str) -> torch.device:
     if requested not in ("auto", "cuda"):
         raise DeviceError(f"config key device must be auto, cuda or cpu, got {requested!r}")
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def job_gpu(lock_dir: str | os.PathLike, prefer: int = 0):
+    """Take a free GPU for a measurement job and yield its position among the visible
+    GPUs, with CUDA pointed at it alone.
+
+    Where CUDA has not started yet in this process and several GPUs are visible, the job
+    sets CUDA_VISIBLE_DEVICES to the GPU it locked, so its model is on `cuda:0` whichever
+    card it got. Inductor's cache keys contain the device index: a cell compiled on
+    cuda:1 missed the cache on cuda:0 and compiled again (4–8 s, seen on 2 × H100), so
+    without this every GPU of a run compiled every cell once. The locks are then named by
+    the visible entries, which every job of one run shares. Where CUDA has started (or
+    one GPU is visible), the lock is by UUID and the job uses `cuda:<index>`.
+    Yields (index among the visible GPUs, the torch device to use)."""
+    entries = visible_gpu_entries()
+    if len(entries) >= 2 and not torch.cuda.is_initialized():
+        names = ["visible-" + e for e in entries]
+        with gpu_lock(lock_dir, names=names, prefer=prefer) as index:
+            previous = os.environ.get("CUDA_VISIBLE_DEVICES")
+            os.environ["CUDA_VISIBLE_DEVICES"] = entries[index]
+            try:
+                yield index, torch.device("cuda", 0)
+            finally:  # for a caller that goes on (tests); a job's process ends here
+                if previous is None:
+                    os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+                else:
+                    os.environ["CUDA_VISIBLE_DEVICES"] = previous
+        return
+    with gpu_lock(lock_dir, prefer=prefer) as index:
+        yield index, torch.device("cuda", index)
 
 
 @contextlib.contextmanager

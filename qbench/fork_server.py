@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qbench.fork_client import LineReader, mark_unusable, send
+from qbench.visible_gpus import visible_gpu_entries
 
 log = logging.getLogger("qbench.fork_server")
 
@@ -78,13 +79,7 @@ def preload() -> None:
 def visible_gpu_count() -> int:
     """How many GPUs CUDA would see, from /dev/nvidiaN and CUDA_VISIBLE_DEVICES alone:
     no driver call."""
-    with contextlib.suppress(OSError):
-        n = sum(1 for f in os.listdir("/dev") if f.startswith("nvidia") and f[6:].isdigit())
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        if visible is not None:
-            n = min(n, len([v for v in visible.split(",") if v.strip()]))
-        return n
-    return 0
+    return len(visible_gpu_entries())
 
 
 @contextlib.contextmanager

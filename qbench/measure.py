@@ -62,14 +62,19 @@ def run_cell(
     startup_s: float | None = None,
     attempt: int | None = None,
     after_timing: Callable[[torch.nn.Module, torch.Tensor, torch.device], None] | None = None,
+    gpu_index: int | None = None,
 ) -> pa.Table:
     """Measure one (workload, dtype, batch, repeat) and return its shard as a table.
     `startup_s`, the caller's process start-up time, is recorded for the overhead budget.
     `after_timing(model, x, device)` is called once the cell is timed, with the model as
-    timed (qbench.profile_parts.CellBreakdown profiles it); not for a cell that was not."""
+    timed (qbench.profile_parts.CellBreakdown profiles it); not for a cell that was not.
+    `gpu_index`, the GPU's position among those the run sees, is recorded in place of the
+    device's index when a job sees its GPU alone (qbench.device.job_gpu)."""
     device = device or resolve_device(cell.device)
     torch.manual_seed(cell.seed)
     prov = provenance(device)
+    if gpu_index is not None:
+        prov["gpu_index"] = gpu_index
     sampler = NvmlSampler(device)
     wl, dt = cell.workload, cell.dtype
     base = {

@@ -8,6 +8,7 @@ can build a request without importing it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -56,35 +57,50 @@ def measure(job: JobRequest, launch: str) -> int:
     import torch
 
     from qbench.config import CellConfig
-    from qbench.device import DeviceError, gpu_lock, resolve_device
+    from qbench.device import DeviceError, job_gpu, resolve_device
     from qbench.measure import run_cell
     from qbench.shards import write_shard
     from qbench.startup import own_age, seconds_since
+    from qbench.visible_gpus import visible_gpu_entries
 
     # Job start to here: interpreter, Snakemake's script preamble, imports (torch) or the
     # fork server's hand-over; in a child, the job's start, not the child's, counts.
     startup_s = seconds_since(job.job_start) if job.job_start is not None else own_age()
     log.info("attempt %d (%s)", job.attempt, launch.replace("_", " "))
     cell = CellConfig.from_dict(job.cell)
-    try:
-        device = resolve_device(cell.device)
-    except DeviceError as exc:
-        log.error("%s", exc)  # the user's mistake: one line, no traceback
-        return 1
     torch.set_num_threads(max(1, job.threads))
     breakdown = None
     if job.breakdown_output:
         from qbench.profile_parts import CellBreakdown
 
         breakdown = CellBreakdown(job.breakdown_forwards)
-    if device.type == "cuda":
-        with gpu_lock(gpu_lock_dir(job.lock_dir), prefer=cell.rep) as index:
+    with contextlib.ExitStack() as stack:
+        index = None
+        if cell.device != "cpu" and visible_gpu_entries():
+            # the GPU is taken before CUDA starts, so the job can see that GPU alone (job_gpu)
+            index, gpu = stack.enter_context(job_gpu(gpu_lock_dir(job.lock_dir), prefer=cell.rep))
+        try:
+            device = resolve_device(cell.device)
+        except DeviceError as exc:
+            log.error("%s", exc)  # the user's mistake: one line, no traceback
+            return 1
+        if device.type == "cuda":
+            if index is None:  # CUDA without /dev/nvidiaN files (a container's own layout)
+                index, gpu = stack.enter_context(job_gpu(gpu_lock_dir(job.lock_dir), prefer=cell.rep))
+            elif gpu.index == 0 and index != 0 and torch.cuda.device_count() != 1:
+                # CUDA started before the lock: cuda:0 would be another job's GPU
+                log.error("CUDA sees %d GPUs after CUDA_VISIBLE_DEVICES was set to GPU %d's entry: something "
+                          "started CUDA before the job locked its GPU", torch.cuda.device_count(), index)  # fmt: skip
+                return 1
             # the current device too: torch.cuda.graph's capture stream, Triton's and
             # Inductor's launches follow it (on GPU 1 every capture failed without this)
-            torch.cuda.set_device(index)
-            table = run_cell(cell, torch.device("cuda", index), startup_s, job.attempt, after_timing=breakdown)
-    else:
-        table = run_cell(cell, device, startup_s, job.attempt, after_timing=breakdown)
+            torch.cuda.set_device(gpu)
+            log.info("GPU %d of the visible ones (CUDA_VISIBLE_DEVICES=%s, %s)", index,
+                     os.environ.get("CUDA_VISIBLE_DEVICES"), gpu)  # fmt: skip
+            table = run_cell(cell, gpu, startup_s, job.attempt, after_timing=breakdown, gpu_index=index)
+        else:
+            stack.close()  # no GPU used: let another job have it
+            table = run_cell(cell, device, startup_s, job.attempt, after_timing=breakdown)
     metadata = {**(table.schema.metadata or {}), b"qbench.launch": launch.encode()}
     write_shard(table.replace_schema_metadata(metadata), job.output)
     if breakdown is not None:

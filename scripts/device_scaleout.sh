@@ -7,8 +7,10 @@
 #   start : warm the compile caches for every default cell (one repeat, both GPUs), then
 #           the default sweep with gpu=1, the same with gpu=2 (both warm, same machine),
 #           then the W8A8 study (config/w8a8.yaml, 2 repeats) with gpu=2 (STUDY_GPUS);
-#           RUNS picks and orders them (default: warm gpu1 gpu2 study); warmup3 is the
-#           default sweep with a 3-forward, 250 ms warm-up, with gpu=1
+#           RUNS picks and orders them (default: pretest warm gpu1 gpu2 study); pretest
+#           runs the two-GPU tests first (a job on GPU 1 sees it alone, as cuda:0) and
+#           stops everything if they fail; before is the default sweep with the timing of
+#           commit d2557f6 (warm-up >= 10 forwards and 25 ms, max_time_s 4), with gpu=1
 #   wait  : wait, report progress, copy results
 # Needs .whl2/ (snakemake, torchao; no vl-convert: charts and report are drawn off-GPU
 # from the copied results).
@@ -35,10 +37,10 @@ c = yaml.safe_load(open("config/config.yaml")); c["repeats"] = 1
 yaml.safe_dump(c, open(".qbench-cache/scaleout/warm.yaml", "w"))
 s = yaml.safe_load(open("config/w8a8.yaml")); s["repeats"] = 2
 yaml.safe_dump(s, open(".qbench-cache/scaleout/w8a8.yaml", "w"))
-# the default sweep with a shorter warm-up (>= 3 forwards and >= 250 ms instead of 10 and
-# 25 ms): run beside gpu1 on the same card, it says whether the numbers hold
-c = yaml.safe_load(open("config/config.yaml")); c["timing"].update(warmup=3, warmup_ms=250)
-yaml.safe_dump(c, open(".qbench-cache/scaleout/warmup3.yaml", "w"))
+# the default sweep with the timing defaults before 2026-11-26's fourth session (warm-up
+# >= 10 forwards and 25 ms, max_time_s 4): run beside gpu1 on the same card, an A/B
+c = yaml.safe_load(open("config/config.yaml")); c["timing"].update(warmup=10, warmup_ms=25, max_time_s=4)
+yaml.safe_dump(c, open(".qbench-cache/scaleout/before.yaml", "w"))
 PY
 run() {  # name gpus configfile
   rm -rf results logs
@@ -49,12 +51,16 @@ run() {  # name gpus configfile
   mkdir -p $state/$1 && cp -r results logs $state/$1/
   echo "DONE $1 $(python3 -c "print(round($e - $s, 1))") s"
 }
-for r in ${RUNS:-warm gpu1 gpu2 study}; do
+for r in ${RUNS:-pretest warm gpu1 gpu2 study}; do
   case $r in
+    pretest)
+      python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py -k "second_gpu or another_gpu or graph_replay" > $state/pretest.log 2>&1
+      rc=$?; tail -3 $state/pretest.log; echo "DONE pretest rc=$rc"
+      [ $rc = 0 ] || break ;;
     warm) run warm 2 $state/warm.yaml ;;
     gpu1) run gpu1 1 config/config.yaml ;;
     gpu2) run gpu2 2 config/config.yaml ;;
-    warmup3) run warmup3 1 $state/warmup3.yaml ;;
+    before) run before 1 $state/before.yaml ;;
     study) run study ${STUDY_GPUS:-2} $state/w8a8.yaml ;;
   esac
 done
@@ -67,12 +73,12 @@ while ! grep -q ALLDONE "$state/job.log" 2>/dev/null && [ $(( $(date +%s) - t0 )
 tail -25 "$state/job.log"
 for f in "$state"/*.log; do [ -f "$f" ] && echo "$(basename $f): $(grep -E 'steps \(' "$f" | tail -1)"; done
 ls results/shards/*/ 2>/dev/null | head -3
-for d in "$state"/warm "$state"/gpu1 "$state"/gpu2 "$state"/warmup3 "$state"/study; do
+for d in "$state"/warm "$state"/gpu1 "$state"/gpu2 "$state"/before "$state"/study; do
   [ -d "$d" ] || continue
   n=$(basename "$d")
   tar czf "$OUT/$n.tgz" -C "$state" "$n" "wall-$n.txt" "$n.log" 2>/dev/null
 done
 # a run still going: its finished shards so far
 [ -d results/shards ] && tar czf "$OUT/partial.tgz" results logs 2>/dev/null
-cp "$state/job.log" "$OUT/" 2>/dev/null
+cp "$state/job.log" "$state/pretest.log" "$OUT/" 2>/dev/null
 true

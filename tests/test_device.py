@@ -1,4 +1,5 @@
 import multiprocessing as mp
+import os
 import time
 
 import pytest
@@ -106,3 +107,61 @@ def test_jobs_start_on_the_gpu_their_repeat_prefers(tmp_path, prefer, order):
     for p in procs:
         p.join(timeout=60)
     assert got == order
+
+
+@pytest.mark.parametrize(
+    "files, visible, expected",
+    [
+        (["nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm"], None, ["0", "1"]),
+        (["nvidia0", "nvidia1"], "1", ["1"]),
+        (["nvidia0", "nvidia1"], "1,0", ["1", "0"]),
+        (["nvidia0", "nvidia1"], "GPU-aa, GPU-bb", ["GPU-aa", "GPU-bb"]),
+        (["nvidia0", "nvidia1"], "0,x,1", ["0"]),  # like CUDA: an unparsable entry ends the list
+        (["nvidia0", "nvidia1"], "", []),
+        (["nvidia0"], "0,1", ["0"]),  # no more than there are device files
+        (["nvidiactl"], None, []),
+    ],
+)
+def test_visible_gpu_entries_without_the_driver(monkeypatch, files, visible, expected):
+    from qbench import visible_gpus
+
+    monkeypatch.setattr(visible_gpus.os, "listdir", lambda d: files)
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert visible_gpus.visible_gpu_entries() == expected
+
+
+def test_a_job_sees_the_gpu_it_locked_alone(tmp_path, monkeypatch):
+    """Several GPUs visible and CUDA not started: the job locks one GPU by its visible
+    entry and points CUDA_VISIBLE_DEVICES at it, so it runs on cuda:0 whichever it got
+    (one Inductor cache for every GPU); a second job at the same time gets the other."""
+    from qbench import device
+
+    monkeypatch.setattr(device, "visible_gpu_entries", lambda: ["3", "5"])
+    monkeypatch.setattr(device.torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    with device.job_gpu(tmp_path, prefer=1) as (index, gpu):
+        assert (index, gpu) == (1, torch.device("cuda", 0))
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "5"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["visible-3.lock", "visible-5.lock"]
+        with device.job_gpu(tmp_path, prefer=1) as (other, _):
+            assert other == 0 and os.environ["CUDA_VISIBLE_DEVICES"] == "3"
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3,5"  # given back for a caller that goes on
+
+
+def test_a_job_in_a_process_with_cuda_started_keeps_the_index(tmp_path, monkeypatch):
+    """CUDA already started (CUDA_VISIBLE_DEVICES is read once): lock by UUID and use
+    cuda:<index>, as before."""
+    from qbench import device
+
+    monkeypatch.setattr(device, "visible_gpu_entries", lambda: ["0", "1"])
+    monkeypatch.setattr(device.torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(device.torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(device, "gpu_uuid", lambda i: f"uuid-{i}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    with device.job_gpu(tmp_path, prefer=1) as (index, gpu):
+        assert (index, gpu) == (1, torch.device("cuda", 1))
+        assert "CUDA_VISIBLE_DEVICES" not in os.environ
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["uuid-0.lock", "uuid-1.lock"]

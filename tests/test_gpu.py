@@ -88,3 +88,41 @@ def test_breakdown_on_gpu(scheme, impl):
         assert "copy" in quant or "Mul" in quant or "mul" in quant, quant  # linked to their layer's range
     timed = shard["latency_ms"].mean()
     assert 0.5 < df["total_ms"].iloc[0] / timed < 1.3, (df["total_ms"].iloc[0], timed)
+
+
+# One measurement job in a fresh process, as Snakemake starts it: CUDA untouched until
+# the job has its GPU.
+_JOB = """
+import json, sys, torch
+from qbench.measure_job import JobRequest, measure
+job = JobRequest.from_dict(json.loads(sys.argv[1]))
+status = measure(job, "in_process")
+print(json.dumps({"status": status, "count": torch.cuda.device_count(), "current": torch.cuda.current_device()}))
+"""
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_a_job_on_the_second_gpu_sees_it_alone_and_records_it(tmp_path):
+    """Repeat 1 prefers GPU 1: the job runs on it as cuda:0 (one compile cache for all
+    GPUs), and the shard names it by its position among the run's GPUs and its UUID."""
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from qbench.measure_job import JobRequest
+
+    cell = CellConfig(SMALL, DtypeConfig("d", "fp16", "compile"), 4, 1, cfg(), 0, "cuda")
+    job = JobRequest(cell=cell.as_dict(), output=str(tmp_path / "s.parquet"), log=str(tmp_path / "job.log"),
+                     attempt=1, threads=1, lock_dir=str(tmp_path / "locks"))  # fmt: skip
+    env = {k: v for k, v in __import__("os").environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "inductor")
+    done = subprocess.run([sys.executable, "-c", _JOB, json.dumps(job.as_dict())], env=env, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen == {"status": 0, "count": 1, "current": 0}
+    df = pd.read_parquet(tmp_path / "s.parquet")
+    assert (df["gpu_index"] == 1).all() and (df["timing_method"] == "cuda_graph").all()
+    assert df["gpu_uuid"].iloc[0] == str(torch.cuda.get_device_properties(1).uuid)
+    assert sorted(p.name for p in (tmp_path / "locks").iterdir()) == ["visible-0.lock", "visible-1.lock"]

@@ -1,0 +1,123 @@
+"""Where a measurement job's first compiled call goes (1.3-2.2 s a job on an H100 with a
+warm Inductor cache, docs/PERFORMANCE.md), and whether the fork server could take part of
+it before forking.
+
+Each round starts fresh processes that import what the fork server imports
+(qbench.fork_server.PRELOAD), then build the cell's model on the GPU, wrap it with
+torch.compile as a job does, and time its first call and its second:
+  child   : as a fork-server child gets it today;
+  prewarm : after an Inductor compile of a tiny *CPU* function, which the server could run
+            once before forking (no CUDA), so that what the first compile of a process
+            loads and builds is in memory already.
+The variants alternate; the first process only fills the cache. --profile prints the
+cProfile of one `child` first call (top functions by cumulative time).
+
+    python scripts/bench_first_call.py --scheme w8a8-int8 --batch 128 --rounds 3 --profile
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def child(args) -> None:
+    t0 = time.perf_counter()
+    import importlib
+
+    from qbench.fork_server import PRELOAD
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    import torch
+
+    out = {"variant": args.child, "imports_s": time.perf_counter() - t0}
+    if args.child == "prewarm":
+        t = time.perf_counter()
+        fn = torch.compile(lambda a: torch.nn.functional.silu(a @ a) * 2.0, dynamic=False)
+        with torch.inference_mode():
+            fn(torch.ones(8, 8))
+        out["prewarm_s"] = time.perf_counter() - t
+        out["cuda_started_by_prewarm"] = torch.cuda.is_initialized()
+    from qbench import schemes
+    from qbench.workloads import WorkloadConfig, build_model, make_input
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    wl = WorkloadConfig(name="llama-1b", model="llama")
+    if dev.type == "cpu":  # a smoke run off the GPU: a small model
+        wl = WorkloadConfig(name="s", model="llama", hidden=256, intermediate=1024, heads=8, kv_heads=2, layers=16,
+                            seq_len=32)  # fmt: skip
+    with torch.inference_mode():
+        model = build_model(wl, dev, torch.float16, 0)
+        x = make_input(wl, args.batch, dev, torch.float16, 0)
+        model(x[:1])  # the job's reference forward: CUDA libraries are loaded before the first compiled call
+        model = schemes.apply_scheme(model, args.scheme, "compile")
+        x = x.to(schemes.activation_dtype(args.scheme, "compile"))
+        model = schemes.compile_model(model)
+        sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+        sync()
+        prof = None
+        if args.profile and args.child == "child":
+            import cProfile
+
+            prof = cProfile.Profile()
+            prof.enable()
+        t = time.perf_counter()
+        model(x)
+        sync()
+        out["first_call_s"] = time.perf_counter() - t
+        if prof is not None:
+            prof.disable()
+            import io
+            import pstats
+
+            buf = io.StringIO()
+            pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(args.profile_lines)
+            print(buf.getvalue(), file=sys.stderr)
+        t = time.perf_counter()
+        model(x)
+        sync()
+        out["second_call_s"] = time.perf_counter() - t
+    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scheme", default="w8a8-int8")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--profile-lines", type=int, default=40)
+    ap.add_argument("--cache", help="Inductor cache folder (default: a fresh temporary one)")
+    ap.add_argument("--json", help="append the results here, one line per process")
+    ap.add_argument("--child", choices=["child", "prewarm"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        return child(args)
+    cache = args.cache or tempfile.mkdtemp(prefix="qbench-first-call-")
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
+    base = [sys.executable, __file__, "--scheme", args.scheme, "--batch", str(args.batch),
+            "--profile-lines", str(args.profile_lines)]  # fmt: skip
+    plan = [("child", False)] + [(v, args.profile and r == 0 and v == "child") for r in range(args.rounds)
+                                 for v in ("child", "prewarm")]  # fmt: skip
+    for i, (variant, profile) in enumerate(plan):
+        cmd = base + ["--child", variant] + (["--profile"] if profile else [])
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(f"{variant}: exit {done.returncode}\n{done.stderr[-3000:]}", file=sys.stderr)
+            continue
+        row = {"scheme": args.scheme, "batch": args.batch, "fills_cache": i == 0,
+               **json.loads(done.stdout.strip().splitlines()[-1])}  # fmt: skip
+        print(json.dumps(row), flush=True)
+        if profile:
+            print(done.stderr, file=sys.stderr)
+        if args.json:
+            with open(args.json, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
