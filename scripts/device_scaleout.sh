@@ -12,7 +12,7 @@
 #           stops everything if they fail; before is the default sweep with the timing of
 #           commit d2557f6 (warm-up >= 10 forwards and 25 ms, max_time_s 4), with gpu=1
 #   wait  : wait, report progress, copy results
-# Needs .whl2/ (snakemake, torchao; no vl-convert: charts and report are drawn off-GPU
+# Needs .whl2/ (snakemake, torchao; WHEELS=.whl3 names a slimmer copy without torchao and pulp's CBC binaries; no vl-convert: charts and report are drawn off-GPU
 # from the copied results).
 set -uo pipefail
 # The device copy's .git can be stale: pass the commit measured, e.g.
@@ -21,7 +21,7 @@ phase=${1:-wait}; budget=${2:-540}
 export PYTHONUNBUFFERED=1
 state=.qbench-cache/scaleout; mkdir -p "$state"
 if [ ! -d /tmp/site/snakemake ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl2/*.whl >/dev/null 2>&1 || exit 1
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site ${WHEELS:-.whl2}/*.whl >/dev/null 2>&1 || exit 1
 fi
 export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
 t0=$(date +%s)
