@@ -89,7 +89,9 @@ def capture_graph(fn: Callable[[], object], device: torch.device) -> tuple[torch
                 fn()
             torch.cuda.current_stream(device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            # its own capture stream on `device`: torch.cuda.graph's default one is made
+            # once per process, on whichever device was current at the first capture
+            with torch.cuda.graph(graph, stream=torch.cuda.Stream(device)):
                 fn()
             graph.replay()
             torch.cuda.synchronize(device)
