@@ -10,7 +10,8 @@
 #           RUNS picks and orders them (default: pretest warm gpu1 gpu2 study); pretest
 #           runs the two-GPU tests first (a job on GPU 1 sees it alone, as cuda:0) and
 #           stops everything if they fail; before is the default sweep with the timing of
-#           commit d2557f6 (warm-up >= 10 forwards and 25 ms, max_time_s 4), with gpu=1
+#           commit d2557f6 (warm-up >= 10 forwards and 25 ms, max_time_s 4), with gpu=1;
+#           firstcall runs scripts/bench_first_call.py
 #   wait  : wait, report progress, copy results
 # Needs .whl2/ (snakemake, torchao; WHEELS=.whl3 names a slimmer copy without torchao and pulp's CBC binaries; no vl-convert: charts and report are drawn off-GPU
 # from the copied results).
@@ -61,6 +62,9 @@ for r in ${RUNS:-pretest warm gpu1 gpu2 study}; do
     gpu1) run gpu1 1 config/config.yaml ;;
     gpu2) run gpu2 2 config/config.yaml ;;
     before) run before 1 $state/before.yaml ;;
+    firstcall)  # where a job's first compiled call goes, and a fork-server pre-warm (scripts/bench_first_call.py)
+      timeout 240 python3 scripts/bench_first_call.py --scheme w8a8-int8 --batch 128 --rounds 3 --profile \
+        --json $state/firstcall.jsonl > $state/firstcall.log 2>&1; echo "DONE firstcall rc=$?" ;;
     study) run study ${STUDY_GPUS:-2} $state/w8a8.yaml ;;
   esac
 done
@@ -80,5 +84,5 @@ for d in "$state"/warm "$state"/gpu1 "$state"/gpu2 "$state"/before "$state"/stud
 done
 # a run still going: its finished shards so far
 [ -d results/shards ] && tar czf "$OUT/partial.tgz" results logs 2>/dev/null
-cp "$state/job.log" "$state/pretest.log" "$OUT/" 2>/dev/null
+cp "$state/job.log" "$state/pretest.log" "$state/firstcall.log" "$state/firstcall.jsonl" "$OUT/" 2>/dev/null
 true
