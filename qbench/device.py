@@ -39,8 +39,14 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+# How long a job of a multi-GPU run waits for its lane's GPU before it takes another one
+# (which it logs): lanes keep pace within a job's length, so only a GPU held by something
+# else waits this long.
+LANE_PATIENCE_S = 120.0
+
+
 @contextlib.contextmanager
-def job_gpu(lock_dir: str | os.PathLike, prefer: int = 0):
+def job_gpu(lock_dir: str | os.PathLike, prefer: int = 0, patience_s: float = 0.0):
     """Take a free GPU for a measurement job and yield its position among the visible
     GPUs, with CUDA pointed at it alone.
 
@@ -55,7 +61,7 @@ def job_gpu(lock_dir: str | os.PathLike, prefer: int = 0):
     entries = visible_gpu_entries()
     if len(entries) >= 2 and not torch.cuda.is_initialized():
         names = ["visible-" + e for e in entries]
-        with gpu_lock(lock_dir, names=names, prefer=prefer) as index:
+        with gpu_lock(lock_dir, names=names, prefer=prefer, patience_s=patience_s) as index:
             previous = os.environ.get("CUDA_VISIBLE_DEVICES")
             os.environ["CUDA_VISIBLE_DEVICES"] = entries[index]
             try:
@@ -66,12 +72,18 @@ def job_gpu(lock_dir: str | os.PathLike, prefer: int = 0):
                 else:
                     os.environ["CUDA_VISIBLE_DEVICES"] = previous
         return
-    with gpu_lock(lock_dir, prefer=prefer) as index:
+    with gpu_lock(lock_dir, prefer=prefer, patience_s=patience_s) as index:
         yield index, torch.device("cuda", index)
 
 
 @contextlib.contextmanager
-def gpu_lock(lock_dir: str | os.PathLike, names: list[str] | None = None, poll_s: float = 0.2, prefer: int = 0):
+def gpu_lock(
+    lock_dir: str | os.PathLike,
+    names: list[str] | None = None,
+    poll_s: float = 0.2,
+    prefer: int = 0,
+    patience_s: float = 0.0,
+):
     """Hold an exclusive lock on one GPU for the life of the block and yield its index.
 
     With `--resources gpu=N` up to N jobs run at once; each takes a free GPU, so two
@@ -79,10 +91,10 @@ def gpu_lock(lock_dir: str | os.PathLike, names: list[str] | None = None, poll_s
     jobs with different CUDA_VISIBLE_DEVICES agree on what a lock means). Blocks until a
     GPU is free. The locks are flock()s, released by the kernel even when a job is killed.
 
-    Free GPUs are tried from `prefer` (mod their count) on. Jobs pass their repeat index:
-    jobs that start together take the GPUs in the order they ask, so without a rotation
-    the first dtype of every pair would land on GPU 0 and the second on GPU 1, and a
-    difference between the two cards would pose as a dtype effect (seen on 2 x H100).
+    Free GPUs are tried from `prefer` (mod their count) on; for the first `patience_s`
+    seconds only `prefer` is: a job of a multi-GPU run waits for its lane's GPU
+    (qbench.lanes), so that the dtypes of a repeat share a card and a difference between
+    cards cannot pose as a dtype effect (seen on 2 x H100). After that it takes any.
     """
     if names is None:
         names = [gpu_uuid(i) or f"index{i}" for i in range(torch.cuda.device_count())]
@@ -91,9 +103,11 @@ def gpu_lock(lock_dir: str | os.PathLike, names: list[str] | None = None, poll_s
     lock_dir = Path(lock_dir)
     lock_dir.mkdir(parents=True, exist_ok=True)
     handles = [open(lock_dir / f"{name}.lock", "a+") for name in names]
+    t0 = time.monotonic()
     try:
         while True:
-            for i in [(prefer + k) % len(handles) for k in range(len(handles))]:
+            tries = len(handles) if time.monotonic() - t0 >= patience_s else 1
+            for i in [(prefer + k) % len(handles) for k in range(tries)]:
                 fh = handles[i]
                 try:
                     fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -35,6 +35,9 @@ class JobRequest:
     # cell's breakdown table here (None: no breakdown)
     breakdown_output: str | None = None
     breakdown_forwards: int = 3
+    # qbench.lanes: the GPU (lane) this job asks for, of how many the run uses at once
+    gpu_lane: int = 0
+    gpu_lanes: int = 1
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -57,7 +60,7 @@ def measure(job: JobRequest, launch: str) -> int:
     import torch
 
     from qbench.config import CellConfig
-    from qbench.device import DeviceError, job_gpu, resolve_device
+    from qbench.device import LANE_PATIENCE_S, DeviceError, job_gpu, resolve_device
     from qbench.measure import run_cell
     from qbench.shards import write_shard
     from qbench.startup import own_age, seconds_since
@@ -74,11 +77,14 @@ def measure(job: JobRequest, launch: str) -> int:
         from qbench.profile_parts import CellBreakdown
 
         breakdown = CellBreakdown(job.breakdown_forwards)
+    # a multi-GPU run: wait for the lane's GPU (qbench.lanes); one GPU at a time: the first free
+    lane = {"prefer": job.gpu_lane, "patience_s": LANE_PATIENCE_S if job.gpu_lanes > 1 else 0.0}
+    n_visible = len(visible_gpu_entries())  # before job_gpu points CUDA_VISIBLE_DEVICES at one
     with contextlib.ExitStack() as stack:
         index = None
-        if cell.device != "cpu" and visible_gpu_entries():
+        if cell.device != "cpu" and n_visible:
             # the GPU is taken before CUDA starts, so the job can see that GPU alone (job_gpu)
-            index, gpu = stack.enter_context(job_gpu(gpu_lock_dir(job.lock_dir), prefer=cell.rep))
+            index, gpu = stack.enter_context(job_gpu(gpu_lock_dir(job.lock_dir), **lane))
         try:
             device = resolve_device(cell.device)
         except DeviceError as exc:
@@ -86,7 +92,7 @@ def measure(job: JobRequest, launch: str) -> int:
             return 1
         if device.type == "cuda":
             if index is None:  # CUDA without /dev/nvidiaN files (a container's own layout)
-                index, gpu = stack.enter_context(job_gpu(gpu_lock_dir(job.lock_dir), prefer=cell.rep))
+                index, gpu = stack.enter_context(job_gpu(gpu_lock_dir(job.lock_dir), **lane))
             elif gpu.index == 0 and index != 0 and torch.cuda.device_count() != 1:
                 # CUDA started before the lock: cuda:0 would be another job's GPU
                 log.error("CUDA sees %d GPUs after CUDA_VISIBLE_DEVICES was set to GPU %d's entry: something "
@@ -95,8 +101,11 @@ def measure(job: JobRequest, launch: str) -> int:
             # the current device too: torch.cuda.graph's capture stream, Triton's and
             # Inductor's launches follow it (on GPU 1 every capture failed without this)
             torch.cuda.set_device(gpu)
-            log.info("GPU %d of the visible ones (CUDA_VISIBLE_DEVICES=%s, %s)", index,
-                     os.environ.get("CUDA_VISIBLE_DEVICES"), gpu)  # fmt: skip
+            log.info("GPU %d of the %d visible (CUDA_VISIBLE_DEVICES=%s, %s); lane %d of %d", index, n_visible,
+                     os.environ.get("CUDA_VISIBLE_DEVICES"), gpu, job.gpu_lane, job.gpu_lanes)  # fmt: skip
+            if job.gpu_lanes > 1 and n_visible > 1 and index != job.gpu_lane % n_visible:
+                log.warning("GPU %d stayed busy for %.0f s: this repeat left its lane and runs on GPU %d",
+                            job.gpu_lane % n_visible, LANE_PATIENCE_S, index)  # fmt: skip
             table = run_cell(cell, gpu, startup_s, job.attempt, after_timing=breakdown, gpu_index=index)
         else:
             stack.close()  # no GPU used: let another job have it

@@ -40,6 +40,8 @@ job = JobRequest(
     # config key breakdown: a few profiled forwards after the timed loop, written beside the shard
     breakdown_output=snakemake.output.breakdown if "breakdown" in snakemake.output.keys() else None,
     breakdown_forwards=snakemake.params.breakdown_forwards,
+    gpu_lane=int(snakemake.resources.get("qbench_gpu_lane", 0)),
+    gpu_lanes=int(snakemake.resources.get("qbench_gpu_lanes", 1)),
 )
 log = logging.getLogger("qbench.measure")
 settings = MeasureConfig.from_dict(snakemake.config.get("measure") or {})

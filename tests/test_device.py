@@ -165,3 +165,17 @@ def test_a_job_in_a_process_with_cuda_started_keeps_the_index(tmp_path, monkeypa
         assert (index, gpu) == (1, torch.device("cuda", 1))
         assert "CUDA_VISIBLE_DEVICES" not in os.environ
         assert sorted(p.name for p in tmp_path.iterdir()) == ["uuid-0.lock", "uuid-1.lock"]
+
+
+def test_a_job_waits_for_its_lanes_gpu_then_takes_another(tmp_path):
+    """With patience, a job asks only for its preferred GPU at first; once the patience is
+    spent it takes any free one. Without, it takes a free one at once."""
+    names = ["GPU-aaaa", "GPU-bbbb"]
+    with gpu_lock(tmp_path, names, poll_s=0.02, prefer=1) as held:
+        assert held == 1
+        t0 = time.monotonic()
+        with gpu_lock(tmp_path, names, poll_s=0.02, prefer=1) as other:
+            assert other == 0 and time.monotonic() - t0 < 0.5
+        t0 = time.monotonic()
+        with gpu_lock(tmp_path, names, poll_s=0.02, prefer=1, patience_s=0.6) as other:
+            assert other == 0 and time.monotonic() - t0 >= 0.6

@@ -9,6 +9,9 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir)))
 
 from qbench.config_schema import ConfigError, check_config
+from qbench.lanes import lanes_in_use
+from qbench.lanes import plan as lane_plan
+from qbench.visible_gpus import visible_gpu_entries
 
 
 def in_checkout(path):
@@ -81,13 +84,26 @@ def all_shards(wildcards=None):
     return [cell[0] for cell in sweep()]
 
 
-MEASURE_ORDER = {path: i for i, path in enumerate(all_shards())}
+# GPUs measured on at once (`--resources gpu=N`, at most the GPUs this machine shows), and
+# each job's lane (GPU) and start rank (qbench.lanes): the dtypes of a repeat share a card.
+GPU_LANES = lanes_in_use(workflow.global_resources.get("gpu"), len(visible_gpu_entries()))
+_BLOCKS = {(w, b): i for i, (w, b) in enumerate((w, b) for w in WORKLOADS for b in BATCHES)}
+MEASURE_PLAN = lane_plan(
+    [(path, _BLOCKS[(w, b)], int(r)) for path, w, d, b, r in sweep()], EXPERIMENT.repeats, GPU_LANES
+)
 
 
 def measure_priority(wildcards):
-    """Earlier in `all_shards` runs first: the scheduler then follows the interleaved
-    order (its own choice among equal priorities is arbitrary)."""
-    return len(MEASURE_ORDER) - MEASURE_ORDER.get(SHARD.format(**wildcards), len(MEASURE_ORDER))
+    """Lower rank runs first: the scheduler then follows the interleaved order (its own
+    choice among equal priorities is arbitrary)."""
+    rank, _ = MEASURE_PLAN.get(SHARD.format(**wildcards), (len(MEASURE_PLAN), 0))
+    return len(MEASURE_PLAN) - rank
+
+
+def measure_lane(wildcards):
+    """The GPU this job waits for (a resource, not a param: a run with another
+    `--resources gpu=N` must not re-measure what it has)."""
+    return MEASURE_PLAN.get(SHARD.format(**wildcards), (0, 0))[1]
 
 
 def expected_hashes(wildcards=None):

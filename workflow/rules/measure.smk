@@ -19,6 +19,9 @@ rule measure:
         mem_mb=16000,
         # not a limit: how the script learns its attempt number (scripts get no `attempt`)
         qbench_attempt=lambda wildcards, attempt: attempt,
+        # nor these: the job's GPU lane and how many GPUs the run uses at once (qbench.lanes)
+        qbench_gpu_lane=measure_lane,
+        qbench_gpu_lanes=GPU_LANES,
     retries: 2
     conda:
         "../../envs/measure.yaml"
