@@ -11,7 +11,8 @@
 #           runs the two-GPU tests first (a job on GPU 1 sees it alone, as cuda:0) and
 #           stops everything if they fail; before is the default sweep with the timing of
 #           commit d2557f6 (warm-up >= 10 forwards and 25 ms, max_time_s 4), with gpu=1;
-#           firstcall runs scripts/bench_first_call.py
+#           firstcall runs scripts/bench_first_call.py; lanes is a 16-job two-GPU check
+#           of qbench.lanes (gpu=2), which prints each job's GPU and lane
 #   wait  : wait, report progress, copy results
 # Needs .whl2/ (snakemake, torchao; WHEELS=.whl3 names a slimmer copy without torchao and pulp's CBC binaries; no vl-convert: charts and report are drawn off-GPU
 # from the copied results).
@@ -42,6 +43,10 @@ yaml.safe_dump(s, open(".qbench-cache/scaleout/w8a8.yaml", "w"))
 # >= 10 forwards and 25 ms, max_time_s 4): run beside gpu1 on the same card, an A/B
 c = yaml.safe_load(open("config/config.yaml")); c["timing"].update(warmup=10, warmup_ms=25, max_time_s=4)
 yaml.safe_dump(c, open(".qbench-cache/scaleout/before.yaml", "w"))
+# a short two-GPU check of the lanes (qbench.lanes): 16 jobs, 2 batch sizes, 4 repeats
+c = yaml.safe_load(open("config/config.yaml")); c.update(batch_sizes=[128, 256], repeats=4)
+c["timing"].update(max_time_s=2); c["breakdown"]["enabled"] = False
+yaml.safe_dump(c, open(".qbench-cache/scaleout/lanes.yaml", "w"))
 PY
 run() {  # name gpus configfile
   rm -rf results logs
@@ -62,6 +67,10 @@ for r in ${RUNS:-pretest warm gpu1 gpu2 study}; do
     gpu1) run gpu1 1 config/config.yaml ;;
     gpu2) run gpu2 2 config/config.yaml ;;
     before) run before 1 $state/before.yaml ;;
+    lanes)
+      run lanes 2 $state/lanes.yaml
+      grep -h "GPU .* visible\|left its lane" $state/lanes/logs/measure/*/*/*/*.log | sed 's/^.*qbench.measure: //' | sort | uniq -c
+      grep -h "precomputed\|cannot serve\|refusing" .qbench-cache/fork-server/*.log | head -5 ;;
     firstcall)  # where a job's first compiled call goes, and a fork-server pre-warm (scripts/bench_first_call.py)
       timeout 240 python3 scripts/bench_first_call.py --scheme w8a8-int8 --batch 128 --rounds 3 --profile \
         --json $state/firstcall.jsonl > $state/firstcall.log 2>&1; echo "DONE firstcall rc=$?" ;;
@@ -77,7 +86,7 @@ while ! grep -q ALLDONE "$state/job.log" 2>/dev/null && [ $(( $(date +%s) - t0 )
 tail -25 "$state/job.log"
 for f in "$state"/*.log; do [ -f "$f" ] && echo "$(basename $f): $(grep -E 'steps \(' "$f" | tail -1)"; done
 ls results/shards/*/ 2>/dev/null | head -3
-for d in "$state"/warm "$state"/gpu1 "$state"/gpu2 "$state"/before "$state"/study; do
+for d in "$state"/warm "$state"/gpu1 "$state"/gpu2 "$state"/before "$state"/lanes "$state"/study; do
   [ -d "$d" ] || continue
   n=$(basename "$d")
   tar czf "$OUT/$n.tgz" -C "$state" "$n" "wall-$n.txt" "$n.log" 2>/dev/null
