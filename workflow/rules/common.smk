@@ -86,7 +86,8 @@ def all_shards(wildcards=None):
 
 # GPUs measured on at once (`--resources gpu=N`, at most the GPUs this machine shows), and
 # each job's lane (GPU) and start rank (qbench.lanes): the dtypes of a repeat share a card.
-GPU_LANES = lanes_in_use(workflow.global_resources.get("gpu"), len(visible_gpu_entries()))
+_gpu = workflow.global_resources.get("gpu")  # a snakemake Resource (9.x) or a number
+GPU_LANES = lanes_in_use(getattr(_gpu, "value", _gpu), len(visible_gpu_entries()))
 _BLOCKS = {(w, b): i for i, (w, b) in enumerate((w, b) for w in WORKLOADS for b in BATCHES)}
 MEASURE_PLAN = lane_plan(
     [(path, _BLOCKS[(w, b)], int(r)) for path, w, d, b, r in sweep()], EXPERIMENT.repeats, GPU_LANES
