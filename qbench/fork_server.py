@@ -81,11 +81,15 @@ def warm_compile_keys() -> None:
     """Compute once, for every child, the keys a process's first compile hashes from
     files on disk: Triton's (its source files; 0.49 s of a job's 2.2 s first call on the
     H100, cProfile, 2026-11-26) and torch's. Both are cached per process and touch no GPU."""
-    from torch._inductor import codecache
-
-    for name in ("triton_key", "torch_key"):
-        fn = getattr(codecache, name, None)
-        if fn is None:
+    keys = (  # Triton's own cached function (torch 2.11 calls it directly), torch's wrapper, torch's key
+        ("torch._inductor.runtime.triton_compat", "triton_key"),
+        ("torch._inductor.codecache", "triton_key"),
+        ("torch._inductor.codecache", "torch_key"),
+    )
+    for module, name in keys:
+        try:
+            fn = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
             continue
         t = time.perf_counter()
         try:
@@ -93,7 +97,7 @@ def warm_compile_keys() -> None:
         except Exception as exc:  # a child computes it then, as before
             log.info("%s not precomputed: %s", name, exc)
         else:
-            log.info("%s precomputed in %.2f s", name, time.perf_counter() - t)
+            log.info("%s.%s precomputed in %.2f s", module, name, time.perf_counter() - t)
 
 
 def visible_gpu_count() -> int:
