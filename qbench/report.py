@@ -19,6 +19,7 @@ import pandas as pd
 import yaml
 
 from qbench import __version__
+from qbench.shards import TIMED_STATUSES
 
 # Sections of the report, in order: name -> (heading, what the reader sees).
 CHART_SECTIONS = {
@@ -200,6 +201,47 @@ def warnings(summary: pd.DataFrame, samples: pd.DataFrame | None = None) -> list
     if samples is not None:
         counted = throttle_col is not None and summary[throttle_col].notna().any()
         out += clock_warnings(samples, counted=counted)
+        out += card_warnings(samples)
+    return out
+
+
+def card_spread(samples: pd.DataFrame) -> pd.DataFrame:
+    """Per cell measured on more than one card of one GPU model: each card's mean of its
+    repeat means, and how far the slowest is from the fastest (`spread`, a fraction).
+    Cards of one model differ (two H100s at their power cap: 1.0-1.7% on every cell,
+    2026-11-26), and a cell's interval then holds that spread too."""
+    need = {"gpu_uuid", "gpu_name", "rep", "latency_ms", "status"}
+    if samples is None or not need <= set(samples.columns):
+        return pd.DataFrame()
+    s = samples[samples["status"].isin(TIMED_STATUSES) & samples["gpu_uuid"].notna() & samples["latency_ms"].notna()]
+    if "throttled" in s.columns:
+        s = s[s["throttled"].ne(True)]
+    if s.empty or s["gpu_uuid"].nunique() < 2:
+        return pd.DataFrame()
+    keys = ["workload", "dtype", "batch", "gpu_name"]
+    per_rep = s.groupby(keys + ["gpu_uuid", "rep"])["latency_ms"].mean()
+    per_card = per_rep.groupby(keys + ["gpu_uuid"]).agg(["mean", "size"]).reset_index()
+    rows = []
+    for key, cards in per_card.groupby(keys):
+        if len(cards) < 2:
+            continue
+        rows.append({**dict(zip(keys, key)), "cards": len(cards), "spread": cards["mean"].max() / cards["mean"].min() - 1,
+                     "repeats_per_card": "/".join(str(n) for n in cards["size"])})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def card_warnings(samples: pd.DataFrame) -> list[str]:
+    """One line per GPU model measured on several cards: how many, and how far apart."""
+    spread = card_spread(samples)
+    out = []
+    for model, cells in (spread.groupby("gpu_name") if not spread.empty else []):
+        worst = cells.loc[cells["spread"].idxmax()]
+        out.append(
+            f"Measured on {int(cells['cards'].max())} {model} cards: in {len(cells)} cell(s) their means differ, by up to "
+            f"{worst['spread']:.1%} ({worst['workload']} / {worst['dtype']} / batch {worst['batch']}, repeats "
+            f"{worst['repeats_per_card']} per card). The intervals include this card-to-card spread; within a "
+            "repeat every dtype ran on one card (qbench.lanes)."
+        )
     return out
 
 

@@ -196,3 +196,24 @@ def test_report_is_self_contained_and_says_what_is_missing():
         assert f'<th class="l">{key}</th>' in html
     with pytest.raises(ValueError, match="unknown chart"):
         render_report(s, samples_of(s), {"pie": {}}, config, "x", vega_js="")
+
+
+def test_cards_of_one_model_that_differ_are_named_with_their_spread():
+    """Two cards of one model, the second 1.5% faster on one cell: the report says how
+    many cards, by how much they differ and where; one card says nothing."""
+    rows = []
+    for rep, (uuid, ms) in enumerate([("GPU-a", 100.0), ("GPU-b", 98.5), ("GPU-a", 100.2), ("GPU-b", 98.7)]):
+        for dtype, scale in (("fp16", 1.0), ("w8a8", 0.9)):
+            for i in range(3):
+                rows.append({"workload": "w", "dtype": dtype, "batch": 128, "rep": rep, "iteration": i,
+                             "latency_ms": ms * scale + 0.01 * i, "status": "ok", "throttled": False,
+                             "gpu_uuid": uuid, "gpu_name": "H100", "device": "cuda"})  # fmt: skip
+    samples = pd.DataFrame(rows)
+    from qbench.report import card_spread, card_warnings
+
+    spread = card_spread(samples)
+    assert len(spread) == 2 and spread["spread"].round(4).tolist() == [0.0152, 0.0152]
+    (line,) = card_warnings(samples)
+    assert line.startswith("Measured on 2 H100 cards: in 2 cell(s) their means differ, by up to 1.5%")
+    assert "repeats 2/2 per card" in line
+    assert card_warnings(samples[samples["gpu_uuid"] == "GPU-a"]) == []
