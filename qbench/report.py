@@ -236,11 +236,20 @@ def card_warnings(samples: pd.DataFrame) -> list[str]:
     out = []
     for model, cells in (spread.groupby("gpu_name") if not spread.empty else []):
         worst = cells.loc[cells["spread"].idxmax()]
+        # blocks: the dtypes of one (workload, batch, repeat), which qbench.lanes puts on one card
+        on = samples[samples["gpu_name"] == model].dropna(subset=["gpu_uuid"])
+        cards_per_block = on.groupby(["workload", "batch", "rep"])["gpu_uuid"].nunique()
+        split = int((cards_per_block > 1).sum())
+        blocks = (
+            "within every repeat all dtypes ran on one card, so the card does not pose as a dtype effect"
+            if split == 0
+            else f"in {split} of {len(cards_per_block)} repeats the dtypes ran on different cards, so part of a "
+            "dtype difference there may be the cards'"
+        )
         out.append(
             f"Measured on {int(cells['cards'].max())} {model} cards: in {len(cells)} cell(s) their means differ, by up to "
             f"{worst['spread']:.1%} ({worst['workload']} / {worst['dtype']} / batch {worst['batch']}, repeats "
-            f"{worst['repeats_per_card']} per card). The intervals include this card-to-card spread; within a "
-            "repeat every dtype ran on one card (qbench.lanes)."
+            f"{worst['repeats_per_card']} per card). The intervals include this card-to-card spread; {blocks}."
         )
     return out
 

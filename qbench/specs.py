@@ -132,7 +132,10 @@ class TimingConfig:
     max_iterations: int = 1000
     target_rsd: float = 0.005  # stop when the samples' relative standard deviation is below this,
     target_rse: float = 0.002  # or the mean's relative standard error is below this
-    min_time_s: float = 0.1  # timed time before stopping is considered
+    # Timed time before stopping is considered: two periods of the clock's swing under a
+    # power cap, so a loop cannot stop on a few steady samples at the start of its first
+    # swing (a 2 s-limit check on 2 x H100 stopped after 0.57 s with min_time_s 0.1).
+    min_time_s: float = 2.0
     # Timed time after which the loop stops regardless. Under a power cap the clock swings
     # with a ~1 s period (latency RSD 1-4% at batch 128-512 on an H100), so neither target
     # is met and a repeat's mean is as good as the number of periods it spans.

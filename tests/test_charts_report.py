@@ -215,5 +215,7 @@ def test_cards_of_one_model_that_differ_are_named_with_their_spread():
     assert len(spread) == 2 and spread["spread"].round(4).tolist() == [0.0152, 0.0152]
     (line,) = card_warnings(samples)
     assert line.startswith("Measured on 2 H100 cards: in 2 cell(s) their means differ, by up to 1.5%")
-    assert "repeats 2/2 per card" in line
+    assert "repeats 2/2 per card" in line and "within every repeat all dtypes ran on one card" in line
+    samples.loc[(samples["rep"] == 0) & (samples["dtype"] == "w8a8"), "gpu_uuid"] = "GPU-b"
+    assert "in 1 of 4 repeats the dtypes ran on different cards" in card_warnings(samples)[0]
     assert card_warnings(samples[samples["gpu_uuid"] == "GPU-a"]) == []
