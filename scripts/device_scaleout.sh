@@ -12,7 +12,8 @@
 #           stops everything if they fail; before is the default sweep with the timing of
 #           commit d2557f6 (warm-up >= 10 forwards and 25 ms, max_time_s 4), with gpu=1;
 #           firstcall runs scripts/bench_first_call.py; lanes is a 16-job two-GPU check
-#           of qbench.lanes (gpu=2), which prints each job's GPU and lane
+#           of qbench.lanes (gpu=2), which prints each job's GPU and lane; norblock is a
+#           warm run and the default sweep (gpu=1) with TORCHINDUCTOR_DYNAMIC_SCALE_RBLOCK=0
 #   wait  : wait, report progress, copy results
 # Needs .whl2/ (snakemake, torchao; WHEELS=.whl3 names a slimmer copy without torchao and pulp's CBC binaries; no vl-convert: charts and report are drawn off-GPU
 # from the copied results).
@@ -67,6 +68,8 @@ for r in ${RUNS:-pretest warm gpu1 gpu2 study}; do
     gpu1) run gpu1 1 config/config.yaml ;;
     gpu2) run gpu2 2 config/config.yaml ;;
     before) run before 1 $state/before.yaml ;;
+    norblock)  # A/B: Inductor without _dynamic_scale_rblock (pytorch#189121: re-benchmarked in every process)
+      ( export TORCHINDUCTOR_DYNAMIC_SCALE_RBLOCK=0; run norblock-warm 2 $state/warm.yaml; run norblock 1 config/config.yaml ) ;;
     lanes)
       run lanes 2 $state/lanes.yaml
       grep -h "GPU .* visible\|left its lane" $state/lanes/logs/measure/*/*/*/*.log | sed 's/^.*qbench.measure: //' | sort | uniq -c
@@ -86,7 +89,7 @@ while ! grep -q ALLDONE "$state/job.log" 2>/dev/null && [ $(( $(date +%s) - t0 )
 tail -25 "$state/job.log"
 for f in "$state"/*.log; do [ -f "$f" ] && echo "$(basename $f): $(grep -E 'steps \(' "$f" | tail -1)"; done
 ls results/shards/*/ 2>/dev/null | head -3
-for d in "$state"/warm "$state"/gpu1 "$state"/gpu2 "$state"/before "$state"/lanes "$state"/study; do
+for d in "$state"/warm "$state"/gpu1 "$state"/gpu2 "$state"/before "$state"/lanes "$state"/norblock "$state"/study; do
   [ -d "$d" ] || continue
   n=$(basename "$d")
   tar czf "$OUT/$n.tgz" -C "$state" "$n" "wall-$n.txt" "$n.log" 2>/dev/null
