@@ -34,11 +34,8 @@ def plan(jobs: Sequence[tuple[Hashable, int, int]], repeats: int, lanes: int) ->
     start by rank, lowest first."""
     lanes = max(1, lanes)
     per_lane: list[list[Hashable]] = [[] for _ in range(lanes)]
-    lane_by_key = {}
     for key, block, rep in jobs:
-        lane = lane_of(rep, block, repeats, lanes)
-        per_lane[lane].append(key)
-        lane_by_key[key] = lane
+        per_lane[lane_of(rep, block, repeats, lanes)].append(key)
     return {key: (pos * lanes + lane, lane) for lane, keys in enumerate(per_lane) for pos, key in enumerate(keys)}
 
 

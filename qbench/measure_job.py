@@ -93,8 +93,8 @@ def measure(job: JobRequest, launch: str) -> int:
         if device.type == "cuda":
             if index is None:  # CUDA without /dev/nvidiaN files (a container's own layout)
                 index, gpu = stack.enter_context(job_gpu(gpu_lock_dir(job.lock_dir), **lane))
-            elif gpu.index == 0 and index != 0 and torch.cuda.device_count() != 1:
-                # CUDA started before the lock: cuda:0 would be another job's GPU
+            elif gpu.index != index and torch.cuda.device_count() != 1:
+                # pointed at its GPU alone, yet CUDA started before the lock: cuda:0 is another job's GPU
                 log.error("CUDA sees %d GPUs after CUDA_VISIBLE_DEVICES was set to GPU %d's entry: something "
                           "started CUDA before the job locked its GPU", torch.cuda.device_count(), index)  # fmt: skip
                 return 1
@@ -103,9 +103,10 @@ def measure(job: JobRequest, launch: str) -> int:
             torch.cuda.set_device(gpu)
             log.info("GPU %d of the %d visible (CUDA_VISIBLE_DEVICES=%s, %s); lane %d of %d", index, n_visible,
                      os.environ.get("CUDA_VISIBLE_DEVICES"), gpu, job.gpu_lane, job.gpu_lanes)  # fmt: skip
-            if job.gpu_lanes > 1 and n_visible > 1 and index != job.gpu_lane % n_visible:
-                log.warning("GPU %d stayed busy for %.0f s: this repeat left its lane and runs on GPU %d",
-                            job.gpu_lane % n_visible, LANE_PATIENCE_S, index)  # fmt: skip
+            own = job.gpu_lane % max(1, n_visible)
+            if job.gpu_lanes > 1 and n_visible > 1 and index != own:
+                log.warning("GPU %d stayed busy for %.0f s: this repeat left its lane and runs on GPU %d", own,
+                            LANE_PATIENCE_S, index)  # fmt: skip
             table = run_cell(cell, gpu, startup_s, job.attempt, after_timing=breakdown, gpu_index=index)
         else:
             stack.close()  # no GPU used: let another job have it
