@@ -265,6 +265,8 @@ def _speedup(df: pd.DataFrame) -> alt.LayerChart:
     )
     tooltip = ["dtype:N", "batch:O", alt.Tooltip("speedup:Q", format=".3f"), alt.Tooltip("speedup_ci_low:Q", format=".3f"),
                alt.Tooltip("speedup_ci_high:Q", format=".3f"), "verdict:N"]  # fmt: skip
+    if "speedup_pairing" in df.columns:  # paired by repeat | independent (qbench.stats)
+        tooltip.insert(-1, alt.Tooltip("speedup_pairing:N", title="interval"))
     whiskers = (
         alt.Chart(timed[timed["speedup_ci_low"].notna()])
         .mark_errorbar(ticks=alt.MarkConfig(size=10, strokeWidth=1.4), rule=alt.MarkConfig(strokeWidth=1.6))

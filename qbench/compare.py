@@ -3,7 +3,8 @@ torch versions), cell by cell.
 
 For each (workload, dtype, batch) the ratio of mean latencies A / B (> 1: run B is
 faster), its interval from independent hierarchical bootstraps of the two runs (the
-same method as the speedup, qbench.stats), and a verdict for run B against run A:
+method of the speedup's independent interval, qbench.stats: the repeats of two runs share
+no block, so they are never paired), and a verdict for run B against run A:
 `faster` or `slower` only when the interval excludes 1 and the change is at least the
 threshold, else `same`; `unknown` with fewer than 2 repeats on a side. Cells measured
 in one run only, or timed in one only, are kept and named.

@@ -61,7 +61,7 @@ TABLE_COLUMNS = [
     ("batch", "", "d"), ("status", "l", None), ("n_repeats", "", None), ("n_samples", "", None),
     ("mean_ms", "", ".2f"), ("ci_low_ms", "", ".2f"), ("ci_high_ms", "", ".2f"), ("median_ms", "", ".2f"),
     ("cv", "", ".2%"), ("tflops", "", ".1f"), ("speedup", "", ".3f"), ("speedup_ci_low", "", ".3f"),
-    ("speedup_ci_high", "", ".3f"), ("verdict", "l", None), ("rel_error", "", ".2e"),
+    ("speedup_ci_high", "", ".3f"), ("speedup_pairing", "l", None), ("verdict", "l", None), ("rel_error", "", ".2e"),
 ]  # fmt: skip
 # Summary columns that are not diagnostics: shown elsewhere or constant.
 _NOT_DIAGNOSTICS = {c for c, _, _ in TABLE_COLUMNS} | {
@@ -126,6 +126,35 @@ def answers(summary: pd.DataFrame) -> list[dict]:
             detail += f" (but {d} is inaccurate: see the warnings)"
         out.append({"text": f"{prefix}{claim}: {detail}.", "verdict": verdict})
     return out
+
+
+def pairing_note(summary: pd.DataFrame, config: dict | None = None, device: str = "card") -> str:
+    """How the speedup intervals were made, in a sentence or two: which were paired by
+    repeat and why that is valid, which were not and why not. `device`: what a repeat's
+    dtypes shared (the card; the machine on the CPU)."""
+    if "speedup_pairing" not in summary.columns:
+        return ""
+    made = summary["speedup_pairing"].dropna()
+    paired, independent = int((made == "paired").sum()), int((made == "independent").sum())
+    text = ""
+    if paired:
+        which = (
+            f"{paired} of {paired + independent} speedup intervals are"
+            if independent
+            else ("Every speedup interval is" if paired > 1 else "The speedup interval is")
+        )
+        text = (
+            f"{which} paired by repeat: the dtypes of one repeat ran back to back on the same {device}, so the "
+            f"{device}'s and the moment's effects (clock, temperature) cancel in that repeat's ratio, and the "
+            "bootstrap draws whole repeats of both dtypes together. "
+        )
+    if independent:
+        off = (config or {}).get("stats", {}).get("paired_speedup") is False
+        why = "stats.paired_speedup is off" if off else f"a repeat missing on one side, or its dtypes on different {device}s"
+        who = ("The other one comes" if independent == 1 else f"The other {independent} come") if paired else (
+            "The speedup interval comes" if independent == 1 else "The speedup intervals come")  # fmt: skip
+        text += f"{who} from independent bootstraps of the two dtypes ({why})."
+    return text.strip()
 
 
 def answer_sentences(summary: pd.DataFrame) -> list[str]:
@@ -431,7 +460,8 @@ pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.85em}.lead{font-s
 <ul id="answers">{% for a in answers %}<li class="{{ a.verdict }}">{{ a.text }}</li>{% endfor %}</ul>
 <p class="note">Speedup is the {{ baseline }} mean latency divided by the variant's (above 1: the variant is faster), with a
 {{ confidence }} interval from a bootstrap over repeats (fresh processes, each with its samples), corrected for few repeats.
-The verdict is <em>faster</em> or <em>slower</em> only when the interval excludes 1 and the effect is at least {{ threshold }};
+{% if pairing_note %}<span id="pairing">{{ pairing_note }}</span>
+{% endif %}The verdict is <em>faster</em> or <em>slower</em> only when the interval excludes 1 and the effect is at least {{ threshold }};
 otherwise <em>same</em>.</p>
 <h2 id="warnings">Warnings</h2>
 {% if warnings %}<ul class="warn">{% for w in warnings %}<li>{{ w }}</li>{% endfor %}</ul>
@@ -554,7 +584,8 @@ def render_report(
         reference_rows=reference_table(summary, reference),
         reference_note=reference_note,
         columns=[c for c, _, _ in TABLE_COLUMNS],
-        rows=[[(_cell(r[c], spec), cls) for c, cls, spec in TABLE_COLUMNS] for _, r in summary.iterrows()],
+        rows=[[(_cell(r.get(c), spec), cls) for c, cls, spec in TABLE_COLUMNS] for _, r in summary.iterrows()],
+        pairing_note=pairing_note(summary, config, "card" if samples["gpu_name"].notna().any() else "machine"),
         diag_columns=diag,
         diag_rows=[[r["workload"], r["dtype"], r["batch"]] + [_cell(r[c], None) for c in diag] for _, r in summary.iterrows()],
         clock_rows=clock_rows,

@@ -61,7 +61,7 @@ def main() -> None:
           f"best {min(times):.2f} s, median {np.median(times):.2f} s of {args.runs} runs "
           f"({min(times) / n_cells * 1e3:.0f} ms per cell)")  # fmt: skip
     cols = ["dtype", "batch", "mean_ms", "ci_low_ms", "ci_high_ms", "speedup", "speedup_ci_low", "speedup_ci_high"]
-    cols.append("verdict")
+    cols += ["speedup_pairing", "verdict"]
     print(summary[cols].to_string(index=False))
 
 
