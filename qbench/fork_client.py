@@ -31,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 
+from qbench.startup import process_start
+
 log = logging.getLogger("qbench.measure")  # the job's log speaks of its measurement
 
 SERVER_DIR = ".qbench-cache/fork-server"  # relative: Unix socket paths may hold 107 bytes at most
@@ -133,6 +135,19 @@ def connect(path: Path, remove_stale: bool = False) -> socket.socket | None:
         return None
 
 
+def _start_ticks(pid: int) -> float | None:
+    """The process's start in seconds since boot, exact to the tick (qbench.startup), which
+    names a process for its whole life. psutil's create_time adds /proc/stat's boot time,
+    which each process reads once, in whole seconds, and which moves while NTP corrects the
+    clock: a server and a job that read it 1 s apart disagree on whether the run lives.
+    The likely cause of a server that exited after its first two jobs on a freshly started
+    2 × H200 VM (2026-11-26: a second server started, 14 s more wall time)."""
+    try:
+        return process_start(pid)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def snakemake_run() -> dict | None:
     """The Snakemake process this job belongs to (the outermost one among its ancestors),
     so the server can exit when the run is over; None outside Snakemake."""
@@ -143,7 +158,7 @@ def snakemake_run() -> dict | None:
         for p in psutil.Process().parents():
             with contextlib.suppress(psutil.Error):
                 if any("snakemake" in part for part in p.cmdline()[:3]):
-                    found = {"pid": p.pid, "create_time": p.create_time()}
+                    found = {"pid": p.pid, "create_time": p.create_time(), "start": _start_ticks(p.pid)}
         return found
     except Exception:  # only a hint for the server's lifetime
         return None

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qbench.fork_client import LineReader, mark_unusable, send
+from qbench.startup import process_start
 from qbench.visible_gpus import visible_gpu_entries
 
 log = logging.getLogger("qbench.fork_server")
@@ -267,7 +268,7 @@ class Server:
         self.path, self.key, self.idle_s, self.lock_fd = path, key, idle_s, lock_fd
         self.sel = selectors.DefaultSelector()
         self.children: dict[int, Child] = {}
-        self.runs: dict[int, float] = {}  # Snakemake runs served: pid -> create_time
+        self.runs: dict[int, dict] = {}  # Snakemake runs served: pid -> {"start", "create_time"}
         self.last_busy = time.monotonic()
         self.served = 0
         self.stop: str | None = None
@@ -319,7 +320,7 @@ class Server:
         idle = time.monotonic() - self.last_busy
         if idle > self.idle_s:
             return f"idle for {idle:.0f} s"
-        if self.runs and not any(_alive(pid, ct) for pid, ct in self.runs.items()):
+        if self.runs and not any(_alive(pid, run) for pid, run in self.runs.items()):
             return "the Snakemake run it served is over"
         return None
 
@@ -369,7 +370,7 @@ class Server:
         self.children[pid] = child
         run = msg.get("run")
         if run:
-            self.runs[int(run["pid"])] = float(run["create_time"])
+            self.runs[int(run["pid"])] = run
         log.info("child %d: %s (attempt %s)", pid, label, msg["job"].get("attempt"))
         if pidfd is not None:  # before anything can fail: a child never reaped would keep the server alive
             self.sel.register(pidfd, selectors.EVENT_READ, ("pidfd", child))
@@ -466,11 +467,19 @@ def _exited(pid: int) -> bool:
         return True
 
 
-def _alive(pid: int, create_time: float) -> bool:
+def _alive(pid: int, run: dict) -> bool:
+    """Whether the process `run` describes still lives: same pid, same start. The start
+    tick is exact (see fork_client._start_ticks); psutil's create_time, where /proc gave no
+    tick, can be off by the boot time's whole-second rounding, hence its tolerance."""
+    if run.get("start") is not None:
+        try:
+            return process_start(pid) == float(run["start"])
+        except (OSError, ValueError, IndexError):
+            return False
     import psutil
 
     try:
-        return abs(psutil.Process(pid).create_time() - create_time) < 1e-3
+        return abs(psutil.Process(pid).create_time() - float(run["create_time"])) < 1.5
     except psutil.Error:
         return False
 

@@ -56,6 +56,7 @@ run() {  # name gpus configfile
   e=$(date +%s.%N)
   echo "$s $e" > $state/wall-$1.txt
   mkdir -p $state/$1 && cp -r results logs $state/$1/
+  cp .qbench-cache/fork-server/*.log $state/$1/logs/ 2>/dev/null  # the servers' start-up and exit reasons
   echo "DONE $1 $(python3 -c "print(round($e - $s, 1))") s"
 }
 for r in ${RUNS:-pretest warm gpu1 gpu2 study}; do

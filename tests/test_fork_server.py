@@ -310,3 +310,24 @@ def test_the_visible_gpu_count_honours_cuda_visible_devices(monkeypatch):
     assert fork_server.visible_gpu_count() == 1
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert fork_server.visible_gpu_count() == 0
+
+
+def test_a_run_is_named_by_its_start_tick_not_by_the_rounded_boot_time():
+    """The server's 'is the run it served still alive?': the start tick decides, exactly,
+    so a boot time read 1 s apart by job and server (NTP at work) cannot end a live run;
+    without a tick, psutil's create_time is trusted to its whole-second rounding only."""
+    from qbench.fork_server import _alive
+    from qbench.startup import process_start
+
+    me = psutil.Process()
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    assert _alive(me.pid, {"start": process_start(me.pid), "create_time": me.create_time() + 1.0})
+    assert not _alive(me.pid, {"start": process_start(me.pid) + tick, "create_time": me.create_time()})
+    assert _alive(me.pid, {"start": None, "create_time": me.create_time() + 1.0})
+    assert not _alive(me.pid, {"start": None, "create_time": me.create_time() + 5.0})
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    run = {"start": process_start(child.pid), "create_time": psutil.Process(child.pid).create_time()}
+    child.wait()
+    assert not _alive(child.pid, run)  # reaped: gone
+    found = fork_client._start_ticks(me.pid)
+    assert found == process_start(me.pid)
