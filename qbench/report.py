@@ -150,7 +150,8 @@ def pairing_note(summary: pd.DataFrame, config: dict | None = None, device: str 
         )
     if independent:
         off = (config or {}).get("stats", {}).get("paired_speedup") is False
-        why = "stats.paired_speedup is off" if off else f"a repeat missing on one side, or its dtypes on different {device}s"
+        why = "stats.paired_speedup is off" if off else (
+            f"fewer than 3 repeats, a repeat missing on one side, or its dtypes on different {device}s")
         who = ("The other one comes" if independent == 1 else f"The other {independent} come") if paired else (
             "The speedup interval comes" if independent == 1 else "The speedup intervals come")  # fmt: skip
         text += f"{who} from independent bootstraps of the two dtypes ({why})."

@@ -21,7 +21,7 @@ Bootstrap", Am. Stat. 2015, for the small-sample expansion):
   dtypes of one (workload, batch, repeat) back to back on one card, a block; the card
   (two H100s differ by 1-1.7%) and the moment (clock, temperature) are shared by the
   block's cells and cancel in their ratio. Where both cells have the same repeat ids with
-  timed samples (at least 2) and each repeat's two cells ran on the same card (gpu_uuid,
+  timed samples (at least 3) and each repeat's two cells ran on the same card (gpu_uuid,
   where the shards record one), the bootstrap draws repeat ids with replacement for both
   sides together; interval: the percentile interval of the log ratio of the resampled
   means of repeat means, expanded by √(R/(R-1))·t(R-1)/z, the R blocks being the units.
@@ -89,8 +89,8 @@ half-width relative to the true ratio, mean over trials, paired / independent):
 
 Over the whole grid (repeats 2-20, icc 0.01/0.5/0.9, block 0/1/3): paired 93.2–95.3%
 for normal effects from 3 repeats on, with a shared block effect or without one
-(skewed: 94.0–96.4%); 2 repeats: 92.3–94.8% (under 95%: the bootstrap of two blocks
-is lumpy; flagged `few_repeats`). The independent interval stays valid on blocked data
+(skewed: 94.0–96.4%); 2 repeats: 92.3–94.8%, under 95% (the bootstrap of two blocks
+is lumpy), so two repeats are not paired: their independent interval covers 97–99.6%. The independent interval stays valid on blocked data
 but carries the shared effect on both sides: 96–100% and up to 3x as wide. Without a
 shared effect pairing costs width for its R-1 df: 1.2–1.3x at 3 repeats, 1.02–1.13x
 from 5. On the H100 shards in docs/results (2026-11-26, 5 repeats, w8a8 against fp16 at
@@ -386,11 +386,11 @@ def repeat_blocks(timed: pd.DataFrame) -> dict:
 
 def pairable(base_blocks: dict, other_blocks: dict) -> bool:
     """Whether two cells' repeats pair up as blocks (repeat_blocks of each): the same
-    repeat ids with timed samples, at least 2, and each repeat's two cells on one and the
-    same card where the shards name it. A repeat missing on one side (failed, or every
+    repeat ids with timed samples, at least MIN_REPEATS (3: two blocks cover only 92–95%),
+    and each repeat's two cells on one and the same card where the shards name it. A repeat missing on one side (failed, or every
     sample throttled) makes it False: pairing only the common repeats would drop data,
     so such a speedup keeps the independent interval over all repeats of each side."""
-    if set(base_blocks) != set(other_blocks) or len(base_blocks) < 2:
+    if set(base_blocks) != set(other_blocks) or len(base_blocks) < MIN_REPEATS:
         return False
     return all(base_blocks[r] == other_blocks[r] and len(base_blocks[r]) <= 1 for r in base_blocks)
 

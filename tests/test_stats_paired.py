@@ -107,7 +107,8 @@ def test_pairable_rules():
     assert not pairable(two_cards, {0: ("GPU-0",), 1: ("GPU-1",)})  # a repeat missing on one side
     assert not pairable(two_cards, {0: ("GPU-0",), 1: ("GPU-1",), 3: ("GPU-0",)})  # other repeat ids
     assert not pairable({0: ("GPU-0",)}, {0: ("GPU-0",)})  # one repeat: nothing to bootstrap
-    assert pairable({0: (), 1: ()}, {0: (), 1: ()})  # no card recorded
+    assert pairable({0: (), 1: (), 2: ()}, {0: (), 1: (), 2: ()})  # no card recorded
+    assert not pairable({0: (), 1: ()}, {0: (), 1: ()})  # two blocks: the paired interval covers < 95%
     assert not pairable({0: (), 1: ()}, {0: ("GPU-0",), 1: ()})  # recorded on one side only
     split = {0: ("GPU-0", "GPU-1"), 1: ("GPU-0",)}  # one repeat's samples on two cards: no block
     assert not pairable(split, dict(split))
