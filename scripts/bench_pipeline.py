@@ -8,7 +8,8 @@ markdown tables:
   caches), and the per-job fixed cost split into start-up, build/check, first call
   (compile), warm-up;
 - stability (two runs): per cell, whether the intervals overlap and how far the means
-  differ (goal: overlap everywhere, < 1%).
+  differ (goal: overlap everywhere, < 1%); and the same per card, for the repeats both runs
+  measured on one GPU (a one-card run beside a two-card run differs by the cards too).
 
     python scripts/bench_pipeline.py --run results-1:612 --run results-2:540 [--json out.json]
 
@@ -217,6 +218,33 @@ def stability(a: dict, b: dict) -> pd.DataFrame:
     return m[keys + ["mean_ms_a", "mean_ms_b", "diff_pct", "overlap"]]
 
 
+def stability_per_card(a: dict, b: dict, confidence: float = 0.95) -> pd.DataFrame:
+    """Two runs compared card by card: for each cell and each GPU (gpu_uuid) that measured
+    it in both runs, the two runs' repeat means on that card, their Student-t intervals,
+    whether those overlap and how far the means differ. A one-card run's interval speaks
+    for its card; set beside a run that also used another card, the whole-cell comparison
+    (`stability`) mixes run-to-run change with card-to-card difference, this one does not."""
+    keys = ["workload", "dtype", "batch"]
+    ja, jb = a["jobs"].reset_index(), b["jobs"].reset_index()
+    rows = []
+    for (w, d, bt, card), on_a in ja.groupby(keys + ["gpu_uuid"]):
+        on_b = jb[(jb["workload"] == w) & (jb["dtype"] == d) & (jb["batch"] == bt) & (jb["gpu_uuid"] == card)]
+        if on_b.empty:
+            continue
+        row = {"workload": w, "dtype": d, "batch": bt, "gpu": str(card)[:12]}
+        for side, on in (("a", on_a), ("b", on_b)):
+            x = on["job_mean_ms"].to_numpy(dtype=float)
+            lo, hi = mean_interval(x, confidence) if len(x) > 1 else (float("nan"), float("nan"))
+            row.update({f"repeats_{side}": len(x), f"mean_ms_{side}": x.mean(), f"ci_low_ms_{side}": float(lo),
+                        f"ci_high_ms_{side}": float(hi)})  # fmt: skip
+        row["diff_pct"] = 100 * (row["mean_ms_b"] / row["mean_ms_a"] - 1)
+        known = len(on_a) > 1 and len(on_b) > 1  # one repeat on a side: no interval, no verdict
+        overlap = row["ci_low_ms_a"] <= row["ci_high_ms_b"] and row["ci_low_ms_b"] <= row["ci_high_ms_a"]
+        row["overlap"] = bool(overlap) if known else None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", action="append", help="RESULTS_DIR[:WALL_SECONDS]")
@@ -256,6 +284,14 @@ def main() -> None:
         print(f"intervals overlap on {int(s['overlap'].sum())}/{len(s)} cells; "
               f"largest mean difference {s['diff_pct'].abs().max():.3f}% (goal < 1%)")  # fmt: skip
         report["stability"] = s.to_dict("records")
+        c = stability_per_card(runs[0], runs[1])
+        if not c.empty:
+            known = c.dropna(subset=["ci_low_ms_a", "ci_low_ms_b"])
+            print(f"\n## stability per card (the repeats each run measured on the same GPU)\n\n"
+                  f"{c.round(3).to_markdown(index=False)}\n")
+            print(f"same card: intervals overlap on {int(known['overlap'].sum())}/{len(known)} (cell, card) pairs "
+                  f"with 2+ repeats in both runs; largest mean difference {c['diff_pct'].abs().max():.3f}%")  # fmt: skip
+            report["stability_per_card"] = c.to_dict("records")
     if args.json:
         json.dump(report, open(args.json, "w"), indent=1, default=str)
 

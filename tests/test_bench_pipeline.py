@@ -1,0 +1,50 @@
+"""scripts/bench_pipeline.py's stability per card: two runs compared on the repeats each
+measured on the same GPU, on jobs tables built here."""
+
+import importlib.util
+
+import numpy as np
+import pandas as pd
+
+from tests.conftest import REPO
+
+
+def bench_pipeline():
+    spec = importlib.util.spec_from_file_location("bench_pipeline", REPO / "scripts" / "bench_pipeline.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(jobs: list[tuple[int, str, float]]) -> dict:
+    """A run's jobs table: (rep, gpu_uuid, the job's mean latency) for one cell."""
+    df = pd.DataFrame(
+        [{"workload": "w", "dtype": "fp16", "batch": 128, "rep": r, "gpu_uuid": g, "job_mean_ms": x} for r, g, x in jobs]
+    )
+    return {"jobs": df.set_index(["workload", "dtype", "batch", "rep"])}
+
+
+def test_two_runs_are_compared_card_by_card():
+    bp = bench_pipeline()
+    one_card = run([(r, "GPU-A", 100.0 + d) for r, d in enumerate([0.0, 0.1, -0.1, 0.05, -0.05])])
+    two_cards = run([(0, "GPU-A", 100.02), (1, "GPU-B", 99.0), (2, "GPU-A", 99.98), (3, "GPU-B", 99.1), (4, "GPU-A", 100.0)])
+    c = bp.stability_per_card(one_card, two_cards)
+    assert list(c["gpu"]) == ["GPU-A"]  # GPU-B measured nothing in the first run
+    row = c.iloc[0]
+    assert (row["repeats_a"], row["repeats_b"]) == (5, 3)
+    assert np.isclose(row["mean_ms_b"], 100.0) and abs(row["diff_pct"]) < 1e-9
+    assert row["overlap"]
+    # the whole-cell comparison mixes in card B, 1% faster: its intervals need not overlap
+    whole = two_cards["jobs"]["job_mean_ms"].mean()
+    assert whole < 99.7
+
+
+def test_a_card_that_moved_is_caught_and_one_repeat_gives_no_verdict():
+    bp = bench_pipeline()
+    a = run([(r, "GPU-A", 100.0 + d) for r, d in enumerate([0.0, 0.02, -0.02, 0.01, -0.01])])
+    slower = run([(r, "GPU-A", 101.0 + d) for r, d in enumerate([0.0, 0.02, -0.02])] + [(3, "GPU-B", 99.0)])
+    c = bp.stability_per_card(a, slower).set_index("gpu")
+    assert not c.loc["GPU-A", "overlap"] and np.isclose(c.loc["GPU-A", "diff_pct"], 1.0)
+    assert "GPU-B" not in c.index
+    lone = run([(0, "GPU-A", 100.0)])
+    assert bp.stability_per_card(a, lone).iloc[0]["overlap"] is None
