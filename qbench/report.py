@@ -20,6 +20,7 @@ import yaml
 
 from qbench import __version__
 from qbench.shards import TIMED_STATUSES
+from qbench.stats import mean_interval
 
 # Sections of the report, in order: name -> (heading, what the reader sees).
 CHART_SECTIONS = {
@@ -231,15 +232,17 @@ def warnings(summary: pd.DataFrame, samples: pd.DataFrame | None = None) -> list
     if samples is not None:
         counted = throttle_col is not None and summary[throttle_col].notna().any()
         out += clock_warnings(samples, counted=counted)
-        out += card_warnings(samples)
+        conf = summary["confidence"].dropna() if "confidence" in summary else pd.Series(dtype=float)
+        out += card_warnings(samples, float(conf.iloc[0]) if len(conf) else 0.95)
     return out
 
 
-def card_spread(samples: pd.DataFrame) -> pd.DataFrame:
+def card_spread(samples: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     """Per cell measured on more than one card of one GPU model: each card's mean of its
-    repeat means, and how far the slowest is from the fastest (`spread`, a fraction).
-    Cards of one model differ (two H100s at their power cap: 1.0-1.7% on every cell,
-    2026-11-26), and a cell's interval then holds that spread too."""
+    repeat means, how far the slowest is from the fastest (`spread`, a fraction), and
+    whether the cards' intervals all overlap (`agree`; None where a card has one repeat).
+    Cards of one model differ (two H100s at their power cap: 1.0-1.7% on every cell; two
+    H200s 0.3-0.9%, 2026-11-26), and a cell's interval then holds that spread too."""
     need = {"gpu_uuid", "gpu_name", "rep", "latency_ms", "status"}
     if samples is None or not need <= set(samples.columns):
         return pd.DataFrame()
@@ -250,19 +253,27 @@ def card_spread(samples: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     keys = ["workload", "dtype", "batch", "gpu_name"]
     per_rep = s.groupby(keys + ["gpu_uuid", "rep"])["latency_ms"].mean()
-    per_card = per_rep.groupby(keys + ["gpu_uuid"]).agg(["mean", "size"]).reset_index()
     rows = []
-    for key, cards in per_card.groupby(keys):
+    for key, cell in per_rep.groupby(keys):
+        cards = [g.to_numpy(dtype=float) for _, g in cell.groupby(level="gpu_uuid")]
         if len(cards) < 2:
             continue
-        rows.append({**dict(zip(keys, key)), "cards": len(cards), "spread": cards["mean"].max() / cards["mean"].min() - 1,
-                     "repeats_per_card": "/".join(str(n) for n in cards["size"])})  # fmt: skip
+        means = [x.mean() for x in cards]
+        # do the cards agree? each card's Student-t interval over its repeat means; all
+        # overlap when the highest lower end is below the lowest upper end
+        agree = None
+        if all(len(x) >= 2 for x in cards):
+            ends = [mean_interval(x, confidence) for x in cards]
+            agree = bool(max(lo for lo, _ in ends) <= min(hi for _, hi in ends))
+        rows.append({**dict(zip(keys, key)), "cards": len(cards), "spread": max(means) / min(means) - 1,
+                     "repeats_per_card": "/".join(str(len(x)) for x in cards), "agree": agree})  # fmt: skip
     return pd.DataFrame(rows)
 
 
-def card_warnings(samples: pd.DataFrame) -> list[str]:
-    """One line per GPU model measured on several cards: how many, and how far apart."""
-    spread = card_spread(samples)
+def card_warnings(samples: pd.DataFrame, confidence: float = 0.95) -> list[str]:
+    """One line per GPU model measured on several cards: how many, how far apart, and
+    whether their intervals agree."""
+    spread = card_spread(samples, confidence)
     out = []
     for model, cells in (spread.groupby("gpu_name") if not spread.empty else []):
         worst = cells.loc[cells["spread"].idxmax()]
@@ -276,10 +287,22 @@ def card_warnings(samples: pd.DataFrame) -> list[str]:
             else f"in {split} of {len(cards_per_block)} repeats the dtypes ran on different cards, so part of a "
             "dtype difference there may be the cards'"
         )
+        judged = cells[cells["agree"].notna()]
+        apart = judged[judged["agree"] == False]  # noqa: E712 (an object column: True, False, None)
+        if judged.empty:
+            agreement = ""
+        elif apart.empty:
+            agreement = (f" Each card's {confidence:.0%} interval overlaps the others' in each of the {len(judged)} cell(s) "
+                         "with 2+ repeats per card.")  # fmt: skip
+        else:
+            names = ", ".join(f"{r.dtype} / batch {r.batch}" for r in apart.head(4).itertuples())
+            agreement = (f" The cards' {confidence:.0%} intervals do not overlap in {len(apart)} of {len(judged)} cell(s) "
+                         f"with 2+ repeats per card ({names}{', …' if len(apart) > 4 else ''}): there the cards differ "
+                         "by more than their repeats vary.")  # fmt: skip
         out.append(
             f"Measured on {int(cells['cards'].max())} {model} cards: in {len(cells)} cell(s) their means differ, by up to "
             f"{worst['spread']:.1%} ({worst['workload']} / {worst['dtype']} / batch {worst['batch']}, repeats "
-            f"{worst['repeats_per_card']} per card). The intervals include this card-to-card spread; {blocks}."
+            f"{worst['repeats_per_card']} per card).{agreement} The intervals include this card-to-card spread; {blocks}."
         )
     return out
 

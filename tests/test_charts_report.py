@@ -216,6 +216,36 @@ def test_cards_of_one_model_that_differ_are_named_with_their_spread():
     (line,) = card_warnings(samples)
     assert line.startswith("Measured on 2 H100 cards: in 2 cell(s) their means differ, by up to 1.5%")
     assert "repeats 2/2 per card" in line and "within every repeat all dtypes ran on one card" in line
+    # two repeats a card: t(1) makes each interval ±1.3%, wide enough to span 1.5%
+    assert spread["agree"].tolist() == [True, True]
+    # a third repeat a card, still 0.2% apart: the intervals shrink to ±0.25% and part
+    third = samples[samples["rep"].isin([0, 1])].assign(rep=lambda d: d["rep"] + 4)
+    third["latency_ms"] += 0.1 * third["dtype"].map({"fp16": 1.0, "w8a8": 0.9})
+    three = pd.concat([samples, third], ignore_index=True)
+    assert card_spread(three)["agree"].tolist() == [False, False]
+    (line3,) = card_warnings(three)
+    assert "do not overlap in 2 of 2 cell(s) with 2+ repeats per card (fp16 / batch 128, w8a8 / batch 128)" in line3
     samples.loc[(samples["rep"] == 0) & (samples["dtype"] == "w8a8"), "gpu_uuid"] = "GPU-b"
     assert "in 1 of 4 repeats the dtypes ran on different cards" in card_warnings(samples)[0]
     assert card_warnings(samples[samples["gpu_uuid"] == "GPU-a"]) == []
+
+
+def test_cards_whose_intervals_overlap_are_said_to_agree():
+    """Two cards 0.1% apart with repeats that vary by 1%: their intervals overlap, and the
+    report says so; a card with one repeat gives no verdict."""
+    rows = []
+    reps = [("GPU-a", 100.0), ("GPU-b", 99.6), ("GPU-a", 101.0), ("GPU-b", 100.6), ("GPU-a", 99.3)]
+    for rep, (uuid, ms) in enumerate(reps):
+        for i in range(3):
+            rows.append({"workload": "w", "dtype": "fp16", "batch": 128, "rep": rep, "iteration": i,
+                         "latency_ms": ms + 0.01 * i, "status": "ok", "throttled": False,
+                         "gpu_uuid": uuid, "gpu_name": "H200", "device": "cuda"})  # fmt: skip
+    samples = pd.DataFrame(rows)
+    from qbench.report import card_spread, card_warnings
+
+    assert card_spread(samples)["agree"].tolist() == [True]
+    (line,) = card_warnings(samples)
+    assert "Each card's 95% interval overlaps the others' in each of the 1 cell(s) with 2+ repeats per card." in line
+    one = samples[(samples["gpu_uuid"] == "GPU-a") | (samples["rep"] == 1)]
+    assert card_spread(one)["agree"].tolist() == [None]
+    assert "interval" not in card_warnings(one)[0].split("per card).")[1].split("The intervals include")[0]
