@@ -43,7 +43,7 @@ CHILD_GONE_GRACE_S = 30.0  # child gone but no status from a live server: give u
 # Environment read when torch is imported (the server has imported it already): a job whose
 # value differs needs a server of its own. Variables read later (CUDA_VISIBLE_DEVICES at CUDA
 # start, the compile caches' folders) are set in the child and so are left out.
-IMPORT_TIME_ENV = ("TORCH", "PYTORCH", "TRITON", "OMP_", "MKL_", "KMP_", "LD_", "PYTHON", "CUDA_MODULE")
+IMPORT_TIME_ENV = ("TORCH", "PYTORCH", "TRITON", "OMP_", "MKL_", "KMP_", "LD_", "PYTHON", "CUDA_MODULE", "QBENCH_PRELOAD")
 LAZY_ENV = {"TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "PYTORCH_CUDA_ALLOC_CONF", "PYTHONUNBUFFERED"}
 
 

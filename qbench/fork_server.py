@@ -54,6 +54,30 @@ PRELOAD = (
     "torch._inductor.lowering", "torch._inductor.graph", "torch._functorch.aot_autograd",
     "qbench.config", "qbench.device", "qbench.measure", "qbench.measure_job", "qbench.shards", "qbench.logs",
 )  # fmt: skip
+# What a child's first compiled call still imported after PRELOAD (a 4-layer model with
+# w8a8-int8 compile, torch 2.13 CPU, 2026-11-26): Dynamo's backend registry, Inductor's
+# codegen backends for every device, torch.export passes, and through Dynamo's check for
+# local_map HOPs torch.distributed.tensor.experimental, whose import registers two custom
+# ops (0.46 s of an H100 job's first call in its cProfile, 2026-11-26). All device-free
+# Python; optional because torch versions differ in what exists.
+PRELOAD_OPTIONAL = (
+    "torch._dynamo.backends.inductor", "torch._dynamo.backends.cudagraphs", "torch._dynamo.backends.distributed",
+    "torch._dynamo.backends.onnxrt", "torch._dynamo.backends.tensorrt", "torch._dynamo.backends.torchxla",
+    "torch._dynamo.backends.tvm", "torch._dynamo.dce_extra_outputs",
+    "torch._export.passes.add_runtime_assertions_for_constraints_pass", "torch._export.passes.collect_tracepoints_pass",
+    "torch._functorch._aot_autograd.subclass_codegen", "torch._higher_order_ops.passes.inline_invoke_subgraph",
+    "torch._inductor.codegen.cpp_wrapper_cpu_array_ref", "torch._inductor.codegen.cpp_wrapper_gpu",
+    "torch._inductor.codegen.cpp_wrapper_mps", "torch._inductor.codegen.cuda_combined_scheduling",
+    "torch._inductor.codegen.cutedsl.cutedsl_scheduling", "torch._inductor.codegen.cutlass.scheduling",
+    "torch._inductor.codegen.halide", "torch._inductor.codegen.memory_planning", "torch._inductor.codegen.mps",
+    "torch._inductor.codegen.nv_universal_gemm", "torch._inductor.codegen.pallas",
+    "torch._inductor.codegen.python_wrapper_mtia", "torch._inductor.codegen.rocm.rocm_cpp_scheduling",
+    "torch._inductor.codegen.wrapper_fxir", "torch._inductor.codegen.xpu.xpu_combined_scheduling",
+    "torch._inductor.hooks", "torch._subclasses.schema_check_mode", "torch.distributed.tensor.experimental",
+    "torch.export._trace", "torch.export._unlift", "torch.fx.experimental.validator", "torch.utils.cpp_extension",
+    "torch.utils.file_baton",
+)  # fmt: skip
+OPTIONAL_ENV = "QBENCH_PRELOAD_OPTIONAL"  # "0": leave them to the children (an A/B; part of the server's key)
 KILL_GRACE_S = 5.0  # SIGTERM to SIGKILL, for the child of a job that went away
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
@@ -66,12 +90,24 @@ def preload() -> None:
     os.environ.setdefault("JE_ARROW_MALLOC_CONF", "background_thread:false")
     # Any torch.cuda.is_available() asks NVML, not the CUDA runtime, which would poison forks.
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    optional = PRELOAD_OPTIONAL if os.environ.get(OPTIONAL_ENV, "1") != "0" else ()
+    missing, t_optional = [], 0.0
     with gpus_counted_from_device_files():  # imports torch first
-        for name in PRELOAD:
-            before = nvidia_fds()
-            importlib.import_module(name)
+        for name in PRELOAD + optional:
+            before, t = nvidia_fds(), time.perf_counter()
+            try:
+                importlib.import_module(name)
+            except Exception:  # an optional module this torch lacks, or cannot import: the child imports what it needs
+                if name not in optional:
+                    raise
+                missing.append(name)
+            if name in optional:
+                t_optional += time.perf_counter() - t
             if nvidia_fds() - before:  # say which import did it: the next check refuses to fork
                 log.info("importing %s opened %s", name, ", ".join(sorted(nvidia_fds() - before)))
+    if optional:
+        log.info("optional preloads: %d of %d imported in %.2f s%s", len(optional) - len(missing), len(optional),
+                 t_optional, f" (not in this torch: {', '.join(missing)})" if missing else "")  # fmt: skip
     warm_compile_keys()
     release_nvml()
     gc.collect()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 import time
 from typing import Callable
 
@@ -54,6 +55,16 @@ def _peak_mem(device: torch.device) -> dict:
         "peak_mem_bytes": int(torch.cuda.max_memory_allocated(device)),
         "peak_reserved_bytes": int(torch.cuda.max_memory_reserved(device)),
     }
+
+
+def log_first_call_imports(names: set[str]) -> None:
+    """Which modules the first call imported, Inductor's generated code left out (its names
+    hold a hash): what the fork server could import once for every job instead
+    (qbench.fork_server.PRELOAD_OPTIONAL)."""
+    named = sorted(n for n in names if all(len(part) < 40 for part in n.split(".")))
+    if named:
+        shown = ", ".join(named[:40]) + (f", … ({len(named) - 40} more)" if len(named) > 40 else "")
+        log.info("first call imported %d module(s): %s", len(named), shown)
 
 
 def run_cell(
@@ -124,12 +135,14 @@ def run_cell(
             _free(device)
         if dt.impl != "eager":
             model = schemes.compile_model(model)
+        modules_before = set(sys.modules)
         t1 = time.perf_counter()
         with torch.inference_mode():
             out = model(x)  # compiles, for impl=compile
             rel_error = schemes.relative_error(out[rows], ref)
             del out, ref
         compile_s = time.perf_counter() - t1
+        log_first_call_imports(set(sys.modules) - modules_before)
         setup_s = time.perf_counter() - t0
         log.info("setup %.1f s (first call %.1f s); relative error %.3g (on %d of %d rows)", setup_s, compile_s,
                  rel_error, len(rows), x.shape[0])  # fmt: skip

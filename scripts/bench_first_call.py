@@ -5,14 +5,17 @@ it before forking.
 Each round starts fresh processes that import what the fork server imports
 (qbench.fork_server.PRELOAD), then build the cell's model on the GPU, wrap it with
 torch.compile as a job does, and time its first call and its second:
-  child   : as a fork-server child gets it today;
-  prewarm : after an Inductor compile of a tiny *CPU* function, which the server could run
-            once before forking (no CUDA), so that what the first compile of a process
-            loads and builds is in memory already.
-The variants alternate; the first process only fills the cache. --profile prints the
-cProfile of one `child` first call (top functions by cumulative time).
+  child    : the server's PRELOAD only (a child of a server with QBENCH_PRELOAD_OPTIONAL=0);
+  optional : PRELOAD and PRELOAD_OPTIONAL, the modules first calls were seen to import
+             (the server's default since 2026-11-26's fifth session);
+  prewarm  : PRELOAD, then an Inductor compile of a tiny *CPU* function, which the server
+             could run once before forking, so that what the first compile of a process
+             loads and builds is in memory already (on the H100 it started CUDA).
+The variants (--variants) alternate; the first process only fills the cache. --profile
+prints the cProfile of one `child` first call (top functions by cumulative time). Each
+row also counts the modules the first call imported.
 
-    python scripts/bench_first_call.py --scheme w8a8-int8 --batch 128 --rounds 3 --profile
+    python scripts/bench_first_call.py --scheme w8a8-int8 --batch 128 --rounds 3 --variants child,optional
 """
 
 import argparse
@@ -28,10 +31,20 @@ def child(args) -> None:
     t0 = time.perf_counter()
     import importlib
 
-    from qbench.fork_server import PRELOAD
+    from qbench.fork_server import PRELOAD, PRELOAD_OPTIONAL
 
     for name in PRELOAD:
         importlib.import_module(name)
+    if args.child == "optional":
+        for name in PRELOAD_OPTIONAL:
+            try:
+                importlib.import_module(name)
+            except Exception:  # as the server: what this torch lacks is skipped
+                pass
+    import gc
+
+    gc.collect()
+    gc.freeze()  # as the server leaves its heap to the children
     import torch
 
     out = {"variant": args.child, "imports_s": time.perf_counter() - t0}
@@ -65,10 +78,12 @@ def child(args) -> None:
 
             prof = cProfile.Profile()
             prof.enable()
+        modules = set(sys.modules)
         t = time.perf_counter()
         model(x)
         sync()
         out["first_call_s"] = time.perf_counter() - t
+        out["first_call_imports"] = sum(all(len(p) < 40 for p in m.split(".")) for m in set(sys.modules) - modules)
         if prof is not None:
             prof.disable()
             import io
@@ -93,7 +108,8 @@ def main() -> None:
     ap.add_argument("--profile-lines", type=int, default=40)
     ap.add_argument("--cache", help="Inductor cache folder (default: a fresh temporary one)")
     ap.add_argument("--json", help="append the results here, one line per process")
-    ap.add_argument("--child", choices=["child", "prewarm"], help=argparse.SUPPRESS)
+    ap.add_argument("--variants", default="child,optional", help="comma-separated: child, optional, prewarm")
+    ap.add_argument("--child", choices=["child", "optional", "prewarm"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         return child(args)
@@ -102,7 +118,7 @@ def main() -> None:
     base = [sys.executable, __file__, "--scheme", args.scheme, "--batch", str(args.batch),
             "--profile-lines", str(args.profile_lines)]  # fmt: skip
     plan = [("child", False)] + [(v, args.profile and r == 0 and v == "child") for r in range(args.rounds)
-                                 for v in ("child", "prewarm")]  # fmt: skip
+                                 for v in args.variants.split(",")]  # fmt: skip
     for i, (variant, profile) in enumerate(plan):
         cmd = base + ["--child", variant] + (["--profile"] if profile else [])
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)

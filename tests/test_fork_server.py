@@ -331,3 +331,38 @@ def test_a_run_is_named_by_its_start_tick_not_by_the_rounded_boot_time():
     assert not _alive(child.pid, run)  # reaped: gone
     found = fork_client._start_ticks(me.pid)
     assert found == process_start(me.pid)
+
+
+def test_the_server_preloads_what_first_calls_import_and_can_still_fork():
+    """PRELOAD_OPTIONAL lands in the server, which may still fork (no thread, no CUDA);
+    QBENCH_PRELOAD_OPTIONAL=0 leaves it to the children and names another server."""
+    probe = ("import sys, json; from qbench import fork_server as fs; fs.preload(); "
+             "print(json.dumps({'loaded': [m for m in fs.PRELOAD_OPTIONAL if m in sys.modules], "
+             "'problem': fs.fork_problem()}))")  # fmt: skip
+    got = {}
+    for value in ("1", "0"):
+        env = {**os.environ, "QBENCH_PRELOAD_OPTIONAL": value, "PYTHONPATH": str(REPO)}
+        out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        got[value] = __import__("json").loads(out.stdout.strip().splitlines()[-1])
+    assert got["1"]["problem"] is None and got["0"]["problem"] is None
+    assert "torch.distributed.tensor.experimental" in got["1"]["loaded"]
+    assert len(got["1"]["loaded"]) >= len(got["0"]["loaded"]) + 10
+    assert "torch.distributed.tensor.experimental" not in got["0"]["loaded"]
+
+
+def test_the_preload_switch_is_part_of_the_server_key(monkeypatch):
+    monkeypatch.delenv("QBENCH_PRELOAD_OPTIONAL", raising=False)
+    default = fork_client.server_key()
+    monkeypatch.setenv("QBENCH_PRELOAD_OPTIONAL", "0")
+    assert fork_client.server_key() != default
+
+
+def test_the_first_call_names_what_it_imported_without_generated_code(caplog):
+    from qbench.measure import log_first_call_imports
+
+    with caplog.at_level("INFO", logger="qbench.measure"):
+        log_first_call_imports({"torch.export._trace", "c7dfz625zttucafxgzgam6mo2irpugxzuwp5jtmjzhgiacdne62g.kernel",
+                                "torch._inductor.runtime.compile_tasks.crllm3vh2pg244o43m5xdoe2i6piflyw5xtyktlqlnqnrdjlxmfr"})
+        log_first_call_imports(set())
+    assert [r.getMessage() for r in caplog.records] == ["first call imported 1 module(s): torch.export._trace"]
