@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -29,6 +30,7 @@ import torch
 INT8_MAX = 127.0
 FP8_MAX = 448.0
 CONFIGS_FILE = Path(__file__).with_name("triton_configs.json")
+log = logging.getLogger("qbench.triton")
 # a sound choice on Hopper for the large-M shapes of a prefill; tuned entries override it
 DEFAULT_GEMM = {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 128, "GROUP_M": 8, "num_warps": 8, "num_stages": 3}
 # the interpreter is numpy: small tiles keep tests fast
@@ -249,13 +251,38 @@ def _tuned() -> dict:
     return json.loads(CONFIGS_FILE.read_text()) if CONFIGS_FILE.exists() else {}
 
 
+# The hardware each tuned table was measured on, (compute capability, SMs). A GPU without
+# a table of its own uses the table of one with the same capability and SM count: an H200
+# is an H100's SM array with more and faster memory, so the same tiles fit in shared memory
+# and the same pipelines run (its bandwidth favours them more, not less).
+TUNED_HARDWARE = {"NVIDIA H100 80GB HBM3": ((9, 0), 132)}
+
+
+@functools.cache
+def tuned_table(name: str, capability: tuple[int, int], sms: int) -> tuple[str | None, dict]:
+    """(the GPU whose tuned table `name` uses, that table): its own, else one of the same
+    hardware (TUNED_HARDWARE), else (None, {}) and every shape gets the default."""
+    tuned = _tuned()
+    if name in tuned:
+        return name, tuned[name]
+    for other, hardware in TUNED_HARDWARE.items():
+        if hardware == (tuple(capability), sms) and other in tuned:
+            log.info("no tuned Triton tiles for %s: using those of %s (same capability %d.%d, %d SMs)",
+                     name, other, capability[0], capability[1], sms)  # fmt: skip
+            return other, tuned[other]
+    return None, {}
+
+
 def gemm_config(kind: str, m: int, n: int, k: int, device: torch.device, swiglu: bool = False) -> dict:
     """Tile configuration for an (m, n, k) GEMM of `kind` ('int8' or 'fp8') on `device`:
-    the tuned entry for this GPU, kind and (n, k) with the nearest power-of-two M, else
-    the default. The SwiGLU-epilogue GEMM has its own entries, `NxK/swiglu`."""
+    the tuned entry for this GPU (or one of the same hardware), kind and (n, k) with the
+    nearest power-of-two M, else the default. The SwiGLU-epilogue GEMM has its own
+    entries, `NxK/swiglu`."""
     if device.type != "cuda":
         return dict(INTERPRET_GEMM)
-    table = _tuned().get(torch.cuda.get_device_name(device), {}).get(kind, {})
+    props = torch.cuda.get_device_properties(device)
+    _, table = tuned_table(torch.cuda.get_device_name(device), (props.major, props.minor), props.multi_processor_count)
+    table = table.get(kind, {})
     entry = table.get(f"{n}x{k}" + ("/swiglu" if swiglu else ""))
     if not entry:
         return dict(DEFAULT_GEMM)

@@ -204,6 +204,10 @@ def main() -> None:
                 table.setdefault(gpu, {}).setdefault(kind, {}).setdefault(nk, {}).update(by_m)
         tk.CONFIGS_FILE.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
         print(f"wrote {tk.CONFIGS_FILE}")
+        props = torch.cuda.get_device_properties(0)
+        if gpu not in tk.TUNED_HARDWARE:  # tests/test_triton_kernels.py asks for it
+            print(f"add {gpu!r}: (({props.major}, {props.minor}), {props.multi_processor_count}) to "
+                  "qbench.triton_kernels.TUNED_HARDWARE, so GPUs of the same hardware use these tiles")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -166,10 +166,16 @@ def test_triton_gemm_workload():
     assert y.shape == ref.shape and schemes.relative_error(y, ref) < 0.02
 
 
+class Props:
+    major, minor, multi_processor_count = 9, 0, 132
+
+
 def test_gemm_config_prefers_the_tuned_entry_of_the_nearest_m(tmp_path, monkeypatch):
     table = {"GPU X": {"int8": {"2048x4096": {"1024": {"BLOCK_M": 64}, "65536": {"BLOCK_M": 256}}}}}
     monkeypatch.setattr(tk, "_tuned", lambda: table)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "GPU X")
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d=None: Props())
+    tk.tuned_table.cache_clear()
     cuda = torch.device("cuda", 0)
     assert tk.gemm_config("int8", 1000, 2048, 4096, cuda)["BLOCK_M"] == 64
     assert tk.gemm_config("int8", 131072, 2048, 4096, cuda)["BLOCK_M"] == 256
@@ -178,6 +184,33 @@ def test_gemm_config_prefers_the_tuned_entry_of_the_nearest_m(tmp_path, monkeypa
     table["GPU X"]["int8"]["2048x4096/swiglu"] = {"1024": {"BLOCK_M": 32}}
     assert tk.gemm_config("int8", 1000, 2048, 4096, cuda, swiglu=True)["BLOCK_M"] == 32
     assert tk.gemm_config("int8", 1000, 2048, 4096, cuda)["BLOCK_M"] == 64
+
+
+def test_a_gpu_without_tiles_of_its_own_borrows_those_of_the_same_hardware(monkeypatch, caplog):
+    """An H200 (capability 9.0, 132 SMs) uses the H100's tiles; a GPU of other hardware
+    gets the default, as does one whose twin has no table."""
+    table = {"GPU X": {"fp8": {"2048x4096": {"1024": {"BLOCK_M": 64}}}}}
+    monkeypatch.setattr(tk, "_tuned", lambda: table)
+    monkeypatch.setattr(tk, "TUNED_HARDWARE", {"GPU X": ((9, 0), 132), "GPU W": ((9, 0), 132)})
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d=None: Props())
+    cuda = torch.device("cuda", 0)
+    for name, props, block in (("GPU Y", Props(), 64), ("GPU Z", type("P", (), {"major": 9, "minor": 0,
+                               "multi_processor_count": 114})(), tk.DEFAULT_GEMM["BLOCK_M"])):  # fmt: skip
+        tk.tuned_table.cache_clear()
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None, n=name: n)
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d=None, p=props: p)
+        with caplog.at_level("INFO", logger="qbench.triton"):
+            assert tk.gemm_config("fp8", 1000, 2048, 4096, cuda)["BLOCK_M"] == block, name
+    assert "no tuned Triton tiles for GPU Y: using those of GPU X (same capability 9.0, 132 SMs)" in caplog.text
+    assert "GPU Z" not in caplog.text
+    tk.tuned_table.cache_clear()
+    assert tk.tuned_table("GPU V", (9, 0), 132)[0] == "GPU X"  # GPU W has no table: not chosen
+    tk.tuned_table.cache_clear()
+
+
+def test_every_tuned_gpu_names_its_hardware():
+    """A table's GPU is in TUNED_HARDWARE, so GPUs of the same hardware can use it."""
+    assert set(tk._tuned()) <= set(tk.TUNED_HARDWARE)
 
 
 def test_tuned_configs_file_is_well_formed():
