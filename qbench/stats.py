@@ -387,9 +387,10 @@ def repeat_blocks(timed: pd.DataFrame) -> dict:
 def pairable(base_blocks: dict, other_blocks: dict) -> bool:
     """Whether two cells' repeats pair up as blocks (repeat_blocks of each): the same
     repeat ids with timed samples, at least MIN_REPEATS (3: two blocks cover only 92–95%),
-    and each repeat's two cells on one and the same card where the shards name it. A repeat missing on one side (failed, or every
-    sample throttled) makes it False: pairing only the common repeats would drop data,
-    so such a speedup keeps the independent interval over all repeats of each side."""
+    and each repeat's two cells on one and the same card where the shards name it. A
+    repeat missing on one side (failed, or every sample throttled) makes it False: pairing
+    only the common repeats would drop data, so such a speedup keeps the independent
+    interval over all repeats of each side."""
     if set(base_blocks) != set(other_blocks) or len(base_blocks) < MIN_REPEATS:
         return False
     return all(base_blocks[r] == other_blocks[r] and len(base_blocks[r]) <= 1 for r in base_blocks)
