@@ -109,7 +109,11 @@ def start_snakemake(work, cfg_path, *args):
     out = open(work / f"snakemake-{time.monotonic_ns()}.out", "w")
     cmd = snakemake_exe() + ["--snakefile", str(REPO / "Snakefile"), "--cores", "1", "--configfile", str(cfg_path),
                              "--directory", str(work), *args]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    # SIGINT as a terminal gives it: a pytest started in the background (`cmd &` in a
+    # script) has SIGINT ignored, and Snakemake would inherit that and never stop on it
+    restore_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=restore_sigint)  # fmt: skip
     proc.out_path = out.name
     return proc
 
