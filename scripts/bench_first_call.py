@@ -2,9 +2,10 @@
 warm Inductor cache, docs/PERFORMANCE.md), and whether the fork server could take part of
 it before forking.
 
-Each round starts fresh processes that import what the fork server imports
-(qbench.fork_server.PRELOAD), then build the cell's model on the GPU, wrap it with
-torch.compile as a job does, and time its first call and its second:
+Each round starts fresh processes that do what the fork server does before it forks
+(qbench.fork_server.preload: imports, compile keys, frozen heap), then build the cell's
+model on the GPU, wrap it with torch.compile as a job does, and time its first call and
+its second:
   child    : the server's PRELOAD only (a child of a server with QBENCH_PRELOAD_OPTIONAL=0);
   optional : PRELOAD and PRELOAD_OPTIONAL, the modules first calls were seen to import
              (the server's default since 2026-11-26's fifth session);
@@ -29,22 +30,12 @@ import time
 
 def child(args) -> None:
     t0 = time.perf_counter()
-    import importlib
+    from qbench import fork_server
 
-    from qbench.fork_server import PRELOAD, PRELOAD_OPTIONAL
-
-    for name in PRELOAD:
-        importlib.import_module(name)
-    if args.child == "optional":
-        for name in PRELOAD_OPTIONAL:
-            try:
-                importlib.import_module(name)
-            except Exception:  # as the server: what this torch lacks is skipped
-                pass
-    import gc
-
-    gc.collect()
-    gc.freeze()  # as the server leaves its heap to the children
+    # what the server does before it forks (imports, compile keys, frozen heap), with or
+    # without its optional preloads
+    os.environ[fork_server.OPTIONAL_ENV] = "1" if args.child == "optional" else "0"
+    fork_server.preload()
     import torch
 
     out = {"variant": args.child, "imports_s": time.perf_counter() - t0}
