@@ -60,7 +60,7 @@ SCHEMA = pa.schema(
         pa.field("startup_s", pa.float64()),  # process start to the measurement (interpreter, imports)
         pa.field("setup_s", pa.float64()),  # build + quantize + reference check, first call included
         pa.field("compile_s", pa.float64()),  # the first call of the variant (compiles, for impl=compile)
-        pa.field("warmup_s", pa.float64()),
+        pa.field("warmup_s", pa.float64()),  # the CUDA-graph capture included (timing.warmup_counts_capture)
         pa.field("timed_s", pa.float64()),  # wall time of the timed loop
         pa.field("peak_mem_bytes", pa.int64()),
         pa.field("peak_reserved_bytes", pa.int64()),

@@ -9,12 +9,17 @@ its second:
   child    : the server's PRELOAD only (a child of a server with QBENCH_PRELOAD_OPTIONAL=0);
   optional : PRELOAD and PRELOAD_OPTIONAL, the modules first calls were seen to import
              (the server's default since 2026-11-26's fifth session);
+  norblock : as optional, with TORCHINDUCTOR_DYNAMIC_SCALE_RBLOCK=0: torch 2.11's Inductor
+             benchmarks the configs _dynamic_scale_rblock adds in every process, as its
+             autotune cache cannot name them (fixed in later torch); it compiles into a
+             cache of its own (the setting is in Inductor's cache key), filled first;
   prewarm  : PRELOAD, then an Inductor compile of a tiny *CPU* function, which the server
              could run once before forking, so that what the first compile of a process
              loads and builds is in memory already (on the H100 it started CUDA).
-The variants (--variants) alternate; the first process only fills the cache. --profile
-prints the cProfile of one `child` first call (top functions by cumulative time). Each
-row also counts the modules the first call imported.
+The variants (--variants) alternate; the first process of each cache only fills it.
+--profile prints the cProfile of one `optional` first call (top functions by cumulative
+time). Each row also counts the modules the first call imported and times 20 more
+forwards (`steady_ms`, their mean), which a variant's kernels may change.
 
     python scripts/bench_first_call.py --scheme w8a8-int8 --batch 128 --rounds 3 --variants child,optional
 """
@@ -34,7 +39,7 @@ def child(args) -> None:
 
     # what the server does before it forks (imports, compile keys, frozen heap), with or
     # without its optional preloads
-    os.environ[fork_server.OPTIONAL_ENV] = "1" if args.child == "optional" else "0"
+    os.environ[fork_server.OPTIONAL_ENV] = "1" if args.child in ("optional", "norblock") else "0"
     fork_server.preload()
     import torch
 
@@ -64,7 +69,7 @@ def child(args) -> None:
         sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
         sync()
         prof = None
-        if args.profile and args.child == "child":
+        if args.profile:
             import cProfile
 
             prof = cProfile.Profile()
@@ -87,6 +92,11 @@ def child(args) -> None:
         model(x)
         sync()
         out["second_call_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        for _ in range(20):
+            model(x)
+        sync()
+        out["steady_ms"] = (time.perf_counter() - t) / 20 * 1e3
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}))
 
 
@@ -99,8 +109,8 @@ def main() -> None:
     ap.add_argument("--profile-lines", type=int, default=40)
     ap.add_argument("--cache", help="Inductor cache folder (default: a fresh temporary one)")
     ap.add_argument("--json", help="append the results here, one line per process")
-    ap.add_argument("--variants", default="child,optional", help="comma-separated: child, optional, prewarm")
-    ap.add_argument("--child", choices=["child", "optional", "prewarm"], help=argparse.SUPPRESS)
+    ap.add_argument("--variants", default="child,optional", help="comma-separated: child, optional, norblock, prewarm")
+    ap.add_argument("--child", choices=["child", "optional", "norblock", "prewarm"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         return child(args)
@@ -108,15 +118,18 @@ def main() -> None:
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
     base = [sys.executable, __file__, "--scheme", args.scheme, "--batch", str(args.batch),
             "--profile-lines", str(args.profile_lines)]  # fmt: skip
-    plan = [("child", False)] + [(v, args.profile and r == 0 and v == "child") for r in range(args.rounds)
-                                 for v in args.variants.split(",")]  # fmt: skip
-    for i, (variant, profile) in enumerate(plan):
+    variants = args.variants.split(",")
+    fills = ["child"] + (["norblock"] if "norblock" in variants else [])  # one per cache
+    plan = [(v, False, True) for v in fills] + [
+        (v, args.profile and r == 0 and v == "optional", False) for r in range(args.rounds) for v in variants]
+    for variant, profile, fills_cache in plan:
         cmd = base + ["--child", variant] + (["--profile"] if profile else [])
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        own = {"TORCHINDUCTOR_DYNAMIC_SCALE_RBLOCK": "0"} if variant == "norblock" else {}
+        done = subprocess.run(cmd, env={**env, **own}, capture_output=True, text=True)
         if done.returncode != 0:
             print(f"{variant}: exit {done.returncode}\n{done.stderr[-3000:]}", file=sys.stderr)
             continue
-        row = {"scheme": args.scheme, "batch": args.batch, "fills_cache": i == 0,
+        row = {"scheme": args.scheme, "batch": args.batch, "fills_cache": fills_cache,
                **json.loads(done.stdout.strip().splitlines()[-1])}  # fmt: skip
         print(json.dumps(row), flush=True)
         if profile:

@@ -13,7 +13,10 @@
 #           commit d2557f6 (warm-up >= 10 forwards and 25 ms, max_time_s 4), with gpu=1;
 #           firstcall runs scripts/bench_first_call.py; lanes is a 16-job two-GPU check
 #           of qbench.lanes (gpu=2), which prints each job's GPU and lane; norblock is a
-#           warm run and the default sweep (gpu=1) with TORCHINDUCTOR_DYNAMIC_SCALE_RBLOCK=0
+#           warm run and the default sweep (gpu=1) with TORCHINDUCTOR_DYNAMIC_SCALE_RBLOCK=0;
+#           base is the default sweep (gpu=1) as of commit 7cd73b0: no optional preloads in
+#           the fork server, warm-up started after the graph capture (an A/B beside gpu1);
+#           PRETEST_K picks pretest's tests
 #   wait  : wait, report progress, copy results
 # Needs .whl2/ (snakemake, torchao; WHEELS=.whl3 names a slimmer copy without torchao and pulp's CBC binaries; no vl-convert: charts and report are drawn off-GPU
 # from the copied results).
@@ -45,6 +48,9 @@ yaml.safe_dump(s, open(".qbench-cache/scaleout/w8a8.yaml", "w"))
 c = yaml.safe_load(open("config/config.yaml")); c["timing"].update(warmup=10, warmup_ms=25, max_time_s=4)
 yaml.safe_dump(c, open(".qbench-cache/scaleout/before.yaml", "w"))
 # a short two-GPU check of the lanes (qbench.lanes): 16 jobs, 2 batch sizes, 4 repeats
+# the default sweep as of commit 7cd73b0 (with QBENCH_PRELOAD_OPTIONAL=0): an A/B beside gpu1
+c = yaml.safe_load(open("config/config.yaml")); c["timing"]["warmup_counts_capture"] = False
+yaml.safe_dump(c, open(".qbench-cache/scaleout/base.yaml", "w"))
 c = yaml.safe_load(open("config/config.yaml")); c.update(batch_sizes=[128, 256], repeats=4)
 c["timing"].update(max_time_s=2)
 yaml.safe_dump(c, open(".qbench-cache/scaleout/lanes.yaml", "w"))
@@ -62,13 +68,14 @@ run() {  # name gpus configfile
 for r in ${RUNS:-pretest warm gpu1 gpu2 study}; do
   case $r in
     pretest)
-      python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py -k "second_gpu or another_gpu or graph_replay" > $state/pretest.log 2>&1
+      python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py -k "${PRETEST_K:-second_gpu or another_gpu or graph_replay}" > $state/pretest.log 2>&1
       rc=$?; tail -3 $state/pretest.log; echo "DONE pretest rc=$rc"
       [ $rc = 0 ] || break ;;
     warm) run warm 2 $state/warm.yaml ;;
     gpu1) run gpu1 1 config/config.yaml ;;
     gpu2) run gpu2 2 config/config.yaml ;;
     before) run before 1 $state/before.yaml ;;
+    base) ( export QBENCH_PRELOAD_OPTIONAL=0; run base 1 $state/base.yaml ) ;;
     norblock)  # A/B: Inductor without _dynamic_scale_rblock (pytorch#189121: re-benchmarked in every process)
       ( export TORCHINDUCTOR_DYNAMIC_SCALE_RBLOCK=0; run norblock-warm 2 $state/warm.yaml; run norblock 1 config/config.yaml ) ;;
     lanes)
@@ -76,7 +83,7 @@ for r in ${RUNS:-pretest warm gpu1 gpu2 study}; do
       grep -h "GPU .* visible\|left its lane" $state/lanes/logs/measure/*/*/*/*.log | sed 's/^.*qbench.measure: //' | sort | uniq -c
       grep -h "precomputed\|cannot serve\|refusing" .qbench-cache/fork-server/*.log | head -5 ;;
     firstcall)  # where a job's first compiled call goes, and a fork-server pre-warm (scripts/bench_first_call.py)
-      timeout 240 python3 scripts/bench_first_call.py --scheme w8a8-int8 --batch 128 --rounds 3 --profile \
+      timeout 300 python3 scripts/bench_first_call.py --scheme w8a8-int8 --batch 128 --rounds 2 --profile --variants child,optional,norblock \
         --json $state/firstcall.jsonl > $state/firstcall.log 2>&1; echo "DONE firstcall rc=$?" ;;
     study) run study ${STUDY_GPUS:-2} $state/w8a8.yaml ;;
   esac
@@ -90,7 +97,7 @@ while ! grep -q ALLDONE "$state/job.log" 2>/dev/null && [ $(( $(date +%s) - t0 )
 tail -25 "$state/job.log"
 for f in "$state"/*.log; do [ -f "$f" ] && echo "$(basename $f): $(grep -E 'steps \(' "$f" | tail -1)"; done
 ls results/shards/*/ 2>/dev/null | head -3
-for d in "$state"/warm "$state"/gpu1 "$state"/gpu2 "$state"/before "$state"/lanes "$state"/norblock "$state"/study; do
+for d in "$state"/warm "$state"/gpu1 "$state"/gpu2 "$state"/before "$state"/base "$state"/lanes "$state"/norblock "$state"/study; do
   [ -d "$d" ] || continue
   n=$(basename "$d")
   tar czf "$OUT/$n.tgz" -C "$state" "$n" "wall-$n.txt" "$n.log" 2>/dev/null
