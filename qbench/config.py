@@ -13,8 +13,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from qbench.config_schema import ConfigError
-from qbench.specs import DEFAULT_TOLERANCE, DtypeConfig, MeasureConfig, TimingConfig, WorkloadConfig
-from qbench.stats import StatsConfig
+from qbench.specs import DEFAULT_TOLERANCE, DtypeConfig, MeasureConfig, StatsConfig, TimingConfig, WorkloadConfig
 
 
 __all__ = ["CellConfig", "ConfigError", "Experiment"]

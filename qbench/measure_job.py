@@ -9,6 +9,7 @@ can build a request without importing it.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -111,7 +112,10 @@ def measure(job: JobRequest, launch: str) -> int:
         else:
             stack.close()  # no GPU used: let another job have it
             table = run_cell(cell, device, startup_s, job.attempt, after_timing=breakdown)
-    metadata = {**(table.schema.metadata or {}), b"qbench.launch": launch.encode()}
+    # the compiler's settings that change the kernels (qbench.compile_env), as the job ran
+    inductor = {k: v for k, v in os.environ.items() if k.startswith("TORCHINDUCTOR_") and k != "TORCHINDUCTOR_CACHE_DIR"}
+    metadata = {**(table.schema.metadata or {}), b"qbench.launch": launch.encode(),
+                b"qbench.inductor_env": json.dumps(inductor, sort_keys=True).encode()}  # fmt: skip
     write_shard(table.replace_schema_metadata(metadata), job.output)
     if breakdown is not None:
         write_shard(breakdown.table(table), job.breakdown_output)

@@ -128,9 +128,10 @@ class TimingConfig:
     # ten forwards at batch 1024 (4.9 s) were more than anything needed.
     warmup: int = 3
     warmup_ms: float = 1000.0
-    # The CUDA-graph capture is part of the warm-up: its time counts towards warmup_ms and
-    # its checking replay is the first warm-up forward. The GPU is loaded through it as
-    # through any warm-up forward; false starts the warm-up after it (before 2026-11-27).
+    # The CUDA-graph capture is part of the warm-up: its time counts towards warmup_ms, and
+    # its forward on a side stream and its checking replay are the first two warm-up
+    # forwards; they load the GPU as any warm-up forward does. False starts the warm-up
+    # after the capture (before 2026-11-27; 0.5 s more a job at batch 1024 on an H100).
     warmup_counts_capture: bool = True
     min_iterations: int = 10
     max_iterations: int = 1000
@@ -165,3 +166,30 @@ class MeasureConfig:
     @classmethod
     def from_dict(cls, spec: dict) -> "MeasureConfig":
         return cls(**check_keys(cls, "measure", spec))
+
+
+@dataclass(frozen=True)
+class StatsConfig:
+    """How summaries are computed (`stats:` in the config; qbench.stats uses it). Here, not
+    in qbench.stats, so that reading a config (Snakemake's parse) imports no scipy."""
+
+    confidence: float = 0.95
+    resamples: int = 10000
+    seed: int = 0
+    threshold: float = 0.01  # smallest relative effect called faster/slower
+    target_halfwidth: float = 0.005  # repeats advice: interval of the mean within ±this × mean
+    exclude_throttled: bool = True  # samples the harness marked throttled stay out of the statistics
+    paired_speedup: bool = True  # speedup intervals paired by repeat where the repeats ran as blocks (pairable)
+
+    @classmethod
+    def from_dict(cls, spec: dict) -> "StatsConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(spec) - known)
+        if unknown:
+            raise ValueError(f"stats: unknown key(s) {unknown}; known: {sorted(known)}")
+        cfg = cls(**spec)
+        if not 0 < cfg.confidence < 1:
+            raise ValueError(f"stats.confidence: must lie strictly between 0 and 1, got {cfg.confidence!r}")
+        if not cfg.target_halfwidth > 0:
+            raise ValueError(f"stats.target_halfwidth: must be > 0, got {cfg.target_halfwidth!r}")
+        return cfg

@@ -103,7 +103,7 @@ Checked by tests/test_stats_paired.py.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -111,32 +111,9 @@ from scipy import stats as sps
 
 from qbench.diagnostics import MIN_REPEATS, CellDiagnostics
 from qbench.shards import TIMED_STATUSES
+from qbench.specs import StatsConfig  # noqa: F401 (re-exported; lives with the other config specs)
 
 KEYS = ["workload", "dtype", "batch"]
-
-
-@dataclass(frozen=True)
-class StatsConfig:
-    confidence: float = 0.95
-    resamples: int = 10000
-    seed: int = 0
-    threshold: float = 0.01  # smallest relative effect called faster/slower
-    target_halfwidth: float = 0.005  # repeats advice: interval of the mean within ±this × mean
-    exclude_throttled: bool = True  # samples the harness marked throttled stay out of the statistics
-    paired_speedup: bool = True  # speedup intervals paired by repeat where the repeats ran as blocks (pairable)
-
-    @classmethod
-    def from_dict(cls, spec: dict) -> "StatsConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(spec) - known)
-        if unknown:
-            raise ValueError(f"stats: unknown key(s) {unknown}; known: {sorted(known)}")
-        cfg = cls(**spec)
-        if not 0 < cfg.confidence < 1:
-            raise ValueError(f"stats.confidence: must lie strictly between 0 and 1, got {cfg.confidence!r}")
-        if not cfg.target_halfwidth > 0:
-            raise ValueError(f"stats.target_halfwidth: must be > 0, got {cfg.target_halfwidth!r}")
-        return cfg
 
 
 # ---------------------------------------------------------------- intervals (vectorised)

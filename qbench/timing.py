@@ -120,8 +120,8 @@ def time_forward(
     with torch.inference_mode():
         run = fn
         # With warmup_counts_capture the warm-up's clock starts before the capture: its
-        # side-stream forward and its checking replay load the GPU as a warm-up forward
-        # does, and the replay counts as one.
+        # side-stream forward and its checking replay load the GPU as warm-up forwards
+        # do, and count as two.
         t0 = time.perf_counter()
         if device.type == "cuda":
             out.method = "cuda_launch"
@@ -129,7 +129,7 @@ def time_forward(
                 graph, out.note = capture_graph(fn, device)
                 if graph is not None:
                     out.method, run = "cuda_graph", graph.replay
-                    out.warmup_iterations = int(timing.warmup_counts_capture)
+                    out.warmup_iterations = 2 if timing.warmup_counts_capture else 0
             else:
                 out.note = "CUDA graphs off (timing.cuda_graph: false)"
         if not timing.warmup_counts_capture:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from qbench.compile_env import set_defaults as set_compile_env
 from qbench.startup import process_start
 
 if TYPE_CHECKING:
@@ -18,9 +19,9 @@ from qbench.logs import log_to
 
 log_to(snakemake.log[0])
 
-# Inductor's cache is shared by every job of the run: a repeat reuses what the first
-# repeat compiled. Set before torch is imported, here or in the fork-server child.
-os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.abspath(snakemake.params.compile_cache))
+# The compiler's environment (one Inductor cache for the run, no per-process RBLOCK
+# benchmark): set before torch is imported, here and so in the fork server.
+set_compile_env(snakemake.params.compile_cache)
 
 from qbench.measure_job import LAUNCH_IN_PROCESS, JobRequest, measure  # noqa: E402 (torch-free until measure runs)
 from qbench.specs import MeasureConfig  # noqa: E402

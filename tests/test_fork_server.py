@@ -3,6 +3,7 @@ Snakemake runs of a tiny experiment on the CPU, a real server, real kills. Nothi
 in for the server; the only thing a test fakes is nothing at all, it only kills things
 (the child, the job, the server) at the moment a real failure would."""
 
+import json
 import os
 import signal
 import subprocess
@@ -119,6 +120,9 @@ def test_a_shard_through_the_server_is_like_one_made_in_process(tmp_path, no_ser
         assert set(ta.schema.metadata) == set(tb.schema.metadata)
         assert ta.schema.metadata[b"qbench.cell_config"] == tb.schema.metadata[b"qbench.cell_config"]
         assert (launch(a), launch(b)) == ("fork_server", "in_process")
+        # both ways, the job set the compiler's environment before torch (qbench.compile_env)
+        for t in (ta, tb):
+            assert json.loads(t.schema.metadata[b"qbench.inductor_env"]) == {"TORCHINDUCTOR_DYNAMIC_SCALE_RBLOCK": "0"}
         da, db = ta.to_pandas(), tb.to_pandas()
         assert len(da) == len(db) == 3 and (da["status"] == "ok").all() and (db["status"] == "ok").all()
         assert da["config_hash"].iloc[0] == db["config_hash"].iloc[0]  # the key is not in the cell's hash

@@ -40,9 +40,10 @@ def test_a_model_on_another_gpu_than_the_current_one_is_captured():
 
 
 @pytest.mark.parametrize("counts", [True, False])
-def test_the_capture_is_warm_up_when_configured(counts):
-    """warmup_counts_capture: the capture's time is in warmup_s and its checking replay is
-    the first warm-up forward; off, the warm-up starts after the capture."""
+def test_the_capture_is_warm_up_when_configured(counts, monkeypatch):
+    """warmup_counts_capture: the capture's time is in warmup_s, and its side-stream
+    forward and checking replay are the first two warm-up forwards; off, the warm-up
+    starts after the capture."""
     a = torch.randn(4096, 4096, device="cuda", dtype=torch.float16)
     calls = []
 
@@ -50,12 +51,15 @@ def test_the_capture_is_warm_up_when_configured(counts):
         calls.append(1)  # host calls: the capture's side-stream forward and its recording
         return a @ a
 
+    replays = []
+    replay = torch.cuda.CUDAGraph.replay
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", lambda self: (replays.append(1), replay(self))[1])
     s = time_forward(fn, torch.device("cuda"), cfg(warmup=3, warmup_ms=0, warmup_counts_capture=counts))
     assert s.method == "cuda_graph" and len(calls) == 2
-    assert s.warmup_iterations == 3  # replays (the capture's own included when it counts)
-    one = min(s.latency_ms) / 1e3
-    # on: the capture's side-stream forward, its replay and 2 more; off: 3 replays after it
-    assert s.warmup_s >= (4 if counts else 3) * one * 0.9
+    assert s.warmup_iterations == 3  # the capture's two forwards and one replay, or three replays
+    # the capture's checking replay, the warm-up's, the 10 timed
+    assert len(replays) == 1 + (1 if counts else 3) + 10
+    assert s.warmup_s >= 3 * min(s.latency_ms) / 1e3 * 0.9
 
 
 def test_capture_failure_falls_back_with_a_reason():
