@@ -6,11 +6,12 @@
 # whether the fork server measured (attempt 1 (fork server)) and what each job cost.
 # TUNE_ARGS go to tune_triton.py (e.g. --only-swiglu); BATCH may list several sizes.
 # STEPS picks what runs (default: tests tune bench gputests; smoke with SMOKE=1).
-# Needs the wheels in .whl2/ (snakemake for SMOKE; torchao for impl torchao).
+# Needs the wheels in .whl2/ (snakemake for SMOKE; torchao for impl torchao); WHEELS names another
+# folder (e.g. one with the torchao wheel alone, when SMOKE is off).
 set -uo pipefail
 # The device copy's .git can be stale: pass the commit measured, e.g.
 #   QBENCH_GIT_COMMIT=$(git rev-parse HEAD) in the command (qbench.device.git_commit reads it).
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl2/*.whl >/dev/null 2>&1
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site ${WHEELS:-.whl2}/*.whl >/dev/null 2>&1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=$PWD/.qbench-cache/inductor
 out=${OUT:-/tmp/out}; mkdir -p "$out"
 nvidia-smi --query-gpu=name,uuid,driver_version,clocks.max.sm,power.limit --format=csv | tee "$out/gpu.csv"
