@@ -9,9 +9,12 @@ This module imports neither torch nor Snakemake, so a mistake is reported in sec
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-import jsonschema
 import yaml
+
+if TYPE_CHECKING:  # imported where a schema is checked: reading a config (a job, a script on the GPU) needs no jsonschema
+    import jsonschema
 
 TYPE_NAMES = {
     "integer": "an integer",
@@ -99,6 +102,8 @@ def load_schema(path: str | os.PathLike) -> dict:
 def schema_problems(config: dict, schema: dict) -> list[str]:
     """Every mistake in `config` against `schema`, one line each, sorted by key. The
     config is not changed (defaults are filled by whoever validates afterwards)."""
+    import jsonschema
+
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     return [line for e in errors for line in describe(e)]
