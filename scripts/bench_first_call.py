@@ -9,10 +9,11 @@ its second:
   child    : the server's PRELOAD only (a child of a server with QBENCH_PRELOAD_OPTIONAL=0);
   optional : PRELOAD and PRELOAD_OPTIONAL, the modules first calls were seen to import
              (the server's default since 2026-11-26's fifth session);
-  norblock : as optional, with TORCHINDUCTOR_DYNAMIC_SCALE_RBLOCK=0: torch 2.11's Inductor
+  norblock : as optional, with TORCHINDUCTOR_DYNAMIC_SCALE_RBLOCK=0 (what qbench's jobs
+             run with since 2026-11-27, qbench.compile_env): torch 2.11's Inductor
              benchmarks the configs _dynamic_scale_rblock adds in every process, as its
-             autotune cache cannot name them (fixed in later torch); it compiles into a
-             cache of its own (the setting is in Inductor's cache key), filled first;
+             autotune cache cannot keep them (pytorch#189121); it compiles into a cache of
+             its own (the setting is in Inductor's cache key), filled first;
   prewarm  : PRELOAD, then an Inductor compile of a tiny *CPU* function, which the server
              could run once before forking, so that what the first compile of a process
              loads and builds is in memory already (on the H100 it started CUDA).
