@@ -35,7 +35,9 @@ for f in sorted(glob.glob('results/shards/**/*.parquet', recursive=True)):
 "
   tar czf "$out/smoke.tgz" results logs .qbench-cache/fork-server 2>/dev/null
 fi
-has tune && timeout ${TUNE_S:-330} python3 scripts/tune_triton.py --write --json "$out/tune.json" ${TUNE_ARGS:-} 2>&1 | grep -v "^  skip" | tee "$out/tune.log"
+# no candidate starts after 70% of TUNE_S, so that the shapes finished by then are kept
+has tune && timeout ${TUNE_S:-330} python3 scripts/tune_triton.py --write --json "$out/tune.json" \
+  --budget-s $(( ${TUNE_S:-330} * 7 / 10 )) ${TUNE_ARGS:-} 2>&1 | grep -v "^  skip" | tee "$out/tune.log"
 cp qbench/triton_configs.json "$out/" 2>/dev/null
 has bench && timeout ${BENCH_S:-150} python3 scripts/bench_schemes.py --batch ${BATCH:-128} --iterations 20 --json "$out/schemes.json" \
   --variants ${VARIANTS:-fp16:compile w8a8-int8:triton w8a8-fp8:triton w8a8-int8:compile w8a8-fp8:compile} 2>&1 \

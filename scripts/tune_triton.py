@@ -8,6 +8,12 @@ fp16 cuBLAS (`torch.mm`) and torch's own int8/fp8 GEMMs (`torch._int_mm`,
 `torch._scaled_mm`, with their dequantization as the separate op it is there).
 
     python scripts/tune_triton.py [--shapes llama-1b gemm-4096] [--m 8192 16384 131072] [--json out.json]
+        [--budget-s 240]
+
+With --budget-s no candidate starts after that many seconds: a run cut short keeps the
+shapes it finished (winners written with --write, rows in --json after every shape). A
+device call whose tuning hit its time-out before it finished one shape lost everything
+(2026-11-27: the warp-specialised fp8 kernels compile slowly).
 """
 
 from __future__ import annotations
@@ -106,11 +112,23 @@ def bench_rows(ms: list[int]) -> list[dict]:
 SWIGLU_SHAPES = {(16384, 2048)}
 
 
+DEADLINE: list[float] = []  # time.monotonic() after which no candidate starts (--budget-s)
+
+
+def out_of_time() -> bool:
+    return bool(DEADLINE) and time.monotonic() > DEADLINE[0]
+
+
 def fastest(label: str, candidates, run, rows: list, row: dict) -> tuple[float, dict] | None:
     """Time `run(cfg)` for every candidate config (skipping those that do not compile or
-    fit); one row per candidate; returns (ms, cfg) of the fastest, or None."""
+    fit); one row per candidate; returns (ms, cfg) of the fastest, or None, also when the
+    budget ran out before every candidate was timed (a partial winner is no winner)."""
     best = None
-    for cfg in candidates:
+    for i, cfg in enumerate(candidates):
+        if out_of_time():
+            print(f"  budget reached: {label}M={row['m']} N={row['n']} K={row['k']} after {i} of {len(candidates)} "
+                  "candidates; not tuned", flush=True)  # fmt: skip
+            return None
         t0 = time.perf_counter()
         try:
             ms = graph_ms(lambda: run(cfg))
@@ -119,6 +137,8 @@ def fastest(label: str, candidates, run, rows: list, row: dict) -> tuple[float, 
             continue
         rows.append({**row, **cfg, "ms": ms, "tflops": 2.0 * row["m"] * row["n"] * row["k"] / ms / 1e9,
                      "tune_s": time.perf_counter() - t0})  # fmt: skip
+        print(f"  {label}M={row['m']} N={row['n']} K={row['k']} {cfg}: {rows[-1]['tflops']:.0f} TFLOP/s "
+              f"({rows[-1]['tune_s']:.1f} s)", flush=True)  # fmt: skip
         if best is None or ms < best[0]:
             best = (ms, cfg)
     return best
@@ -163,7 +183,10 @@ def main() -> None:
     ap.add_argument("--ws", nargs="+", type=lambda v: v == "1", default=[False],
                     help="1/0: the TMA kernel with warp specialization or not (default 0)")
     ap.add_argument("--only-swiglu", action="store_true", help="only tune the SiLU*mul-epilogue GEMM (gate|up)")
+    ap.add_argument("--budget-s", type=float, help="start no candidate after this many seconds; keep what finished")
     args = ap.parse_args()
+    if args.budget_s:
+        DEADLINE.append(time.monotonic() + args.budget_s)
     gpu = torch.cuda.get_device_name()
     print(f"{gpu}, torch {torch.__version__}, cuda {torch.version.cuda}", flush=True)
     rows, winners = [], {}
@@ -175,6 +198,8 @@ def main() -> None:
     for kind in args.kinds:
         for n, k in shapes:
             for m in args.m:
+                if out_of_time():  # nor the baselines of shapes that will not be tuned
+                    continue
                 flop = 2.0 * m * n * k
                 x, w, a, sa, b, sb = operands(kind, m, n, k)
                 if args.only_swiglu:
@@ -195,6 +220,10 @@ def main() -> None:
                 print(f"{kind} M={m} N={n} K={k}: triton {flop / best[0] / 1e9:.0f} TFLOP/s ({fp16 / best[0]:.2f}x fp16) "
                       f"| {others} TFLOP/s | {best[1]}", flush=True)  # fmt: skip
                 del x, w, a, sa, b, sb
+                if args.json:  # after every shape: a run cut short keeps its rows
+                    json.dump(rows, open(args.json, "w"), indent=1)
+    if out_of_time():
+        print(f"budget of {args.budget_s:.0f} s reached: the shapes above without a winner line were not tuned", flush=True)
     if args.json:
         json.dump(rows, open(args.json, "w"), indent=1)
     if args.write:
