@@ -23,3 +23,9 @@ def set_defaults(cache_dir: str) -> dict[str, str]:
     """Set the variables above where the environment does not; returns their values."""
     wanted = {"TORCHINDUCTOR_CACHE_DIR": os.path.abspath(cache_dir), "TORCHINDUCTOR_DYNAMIC_SCALE_RBLOCK": "0"}
     return {k: os.environ.setdefault(k, v) for k, v in wanted.items()}
+
+
+def kernel_settings() -> dict[str, str]:
+    """The Inductor variables in this process's environment that change the kernels it
+    generates (every TORCHINDUCTOR_* but the cache's folder): what a shard records."""
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith("TORCHINDUCTOR_") and k != "TORCHINDUCTOR_CACHE_DIR"}

@@ -57,11 +57,16 @@ def _peak_mem(device: torch.device) -> dict:
     }
 
 
+def named_modules(names: set[str]) -> list[str]:
+    """The module names among `names` that are not Inductor's generated code (whose names
+    hold a hash), sorted."""
+    return sorted(n for n in names if all(len(part) < 40 for part in n.split(".")))
+
+
 def log_first_call_imports(names: set[str]) -> None:
-    """Which modules the first call imported, Inductor's generated code left out (its names
-    hold a hash): what the fork server could import once for every job instead
-    (qbench.fork_server.PRELOAD_OPTIONAL)."""
-    named = sorted(n for n in names if all(len(part) < 40 for part in n.split(".")))
+    """Which modules the first call imported, Inductor's generated code left out: what the
+    fork server could import once for every job instead (qbench.fork_server.PRELOAD_OPTIONAL)."""
+    named = named_modules(names)
     if named:
         shown = ", ".join(named[:40]) + (f", … ({len(named) - 40} more)" if len(named) > 40 else "")
         log.info("first call imported %d module(s): %s", len(named), shown)

@@ -60,6 +60,7 @@ def measure(job: JobRequest, launch: str) -> int:
     no shard is written."""
     import torch
 
+    from qbench.compile_env import kernel_settings
     from qbench.config import CellConfig
     from qbench.device import LANE_PATIENCE_S, DeviceError, job_gpu, resolve_device
     from qbench.measure import run_cell
@@ -112,10 +113,9 @@ def measure(job: JobRequest, launch: str) -> int:
         else:
             stack.close()  # no GPU used: let another job have it
             table = run_cell(cell, device, startup_s, job.attempt, after_timing=breakdown)
-    # the compiler's settings that change the kernels (qbench.compile_env), as the job ran
-    inductor = {k: v for k, v in os.environ.items() if k.startswith("TORCHINDUCTOR_") and k != "TORCHINDUCTOR_CACHE_DIR"}
+    # the compiler's settings that change the kernels, as the job ran
     metadata = {**(table.schema.metadata or {}), b"qbench.launch": launch.encode(),
-                b"qbench.inductor_env": json.dumps(inductor, sort_keys=True).encode()}  # fmt: skip
+                b"qbench.inductor_env": json.dumps(kernel_settings(), sort_keys=True).encode()}  # fmt: skip
     write_shard(table.replace_schema_metadata(metadata), job.output)
     if breakdown is not None:
         write_shard(breakdown.table(table), job.breakdown_output)

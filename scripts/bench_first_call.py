@@ -53,6 +53,7 @@ def child(args) -> None:
         out["prewarm_s"] = time.perf_counter() - t
         out["cuda_started_by_prewarm"] = torch.cuda.is_initialized()
     from qbench import schemes
+    from qbench.measure import named_modules
     from qbench.workloads import WorkloadConfig, build_model, make_input
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -80,7 +81,7 @@ def child(args) -> None:
         model(x)
         sync()
         out["first_call_s"] = time.perf_counter() - t
-        out["first_call_imports"] = sum(all(len(p) < 40 for p in m.split(".")) for m in set(sys.modules) - modules)
+        out["first_call_imports"] = len(named_modules(set(sys.modules) - modules))
         if prof is not None:
             prof.disable()
             import io
