@@ -76,6 +76,10 @@ PRELOAD_OPTIONAL = (
     "torch._inductor.hooks", "torch._subclasses.schema_check_mode", "torch.distributed.tensor.experimental",
     "torch.export._trace", "torch.export._unlift", "torch.fx.experimental.validator", "torch.utils.cpp_extension",
     "torch.utils.file_baton",
+    # still imported by every H100 job's first call after the above (2026-11-27 sweep's logs)
+    "multiprocessing.synchronize", "torch._inductor.fx_passes.apply_gumbel_max_trick",
+    "torch._inductor.fx_passes.efficient_conv_bn_eval", "torch._inductor.fx_passes.freezing_patterns",
+    "torch._inductor.fx_passes.quantization", "triton.tools.tensor_descriptor",
 )  # fmt: skip
 OPTIONAL_ENV = "QBENCH_PRELOAD_OPTIONAL"  # "0": leave them to the children (an A/B; part of the server's key)
 KILL_GRACE_S = 5.0  # SIGTERM to SIGKILL, for the child of a job that went away
@@ -552,7 +556,9 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     t0 = time.perf_counter()
     preload()
-    log.info("preloaded %d modules in %.1f s", len(PRELOAD), time.perf_counter() - t0)
+    log.info("preloaded %d modules in %.1f s (bytecode: %s)", len(PRELOAD), time.perf_counter() - t0,
+             f"cached in {sys.pycache_prefix}" if sys.pycache_prefix else "not written" if sys.dont_write_bytecode
+             else "beside the sources")  # fmt: skip
     problem = fork_problem()
     if problem:
         log.error("cannot serve: %s", problem)

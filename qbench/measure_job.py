@@ -35,7 +35,7 @@ class JobRequest:
     # config key breakdown: profile this many forwards after the timed loop and write the
     # cell's breakdown table here (None: no breakdown)
     breakdown_output: str | None = None
-    breakdown_forwards: int = 3
+    breakdown_forwards: int = 1
     # qbench.lanes: the GPU (lane) this job asks for, of how many the run uses at once
     gpu_lane: int = 0
     gpu_lanes: int = 1

@@ -48,7 +48,7 @@ from qbench.shards import TIMED_STATUSES
 
 log = logging.getLogger("qbench.breakdown")
 
-FORWARDS = 3  # profiled forwards per cell, by default
+FORWARDS = 1  # profiled forwards per cell, by default: every forward runs the same kernels
 TOP = 5  # events kept per part, by time, to trace a part to its kernels
 # GPU activities that are the forward's work (not the ranges the profiler mirrors on the GPU)
 DEVICE_WORK = {"kernel", "concurrent_kernel", "gpu_memcpy", "gpu_memset"}

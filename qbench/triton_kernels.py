@@ -7,7 +7,9 @@ Three kernels, each one pass over memory:
   memory: it is read once and leaves as 8-bit values and one fp32 scale per row;
 - `w8a8_gemm`: int8 x int8 -> int32 (or e4m3 x e4m3 -> fp32) with the dequantization in
   the epilogue (per-token scale x per-output-channel scale), an optional residual added
-  there too, and fp16 written directly: no int32 or fp32 intermediate in memory.
+  there too, and fp16 written directly: no int32 or fp32 intermediate in memory. Its
+  persistent variant for Hopper (config key TMA) fetches A and B by TMA, optionally with
+  warp specialization (WS) and with C written (and the residual read) by TMA (TMA_STORE).
 
 Kernels are compiled for CUDA tensors; with TRITON_INTERPRET=1 (set before this module
 is imported) Triton's interpreter runs them on CPU tensors, so tests and CI check the same
@@ -194,11 +196,58 @@ def interpreting() -> bool:
 
 
 @_jit
+def _grouped_tile(tile, num_pid_m, per_group, GROUP_M: tl.constexpr):
+    # (pid_m, pid_n) of `tile` in grouped order: GROUP_M row-blocks share the B tiles
+    # they read while in L2
+    first_m = (tile // per_group) * GROUP_M
+    group_m = tl.minimum(num_pid_m - first_m, GROUP_M)
+    return first_m + ((tile % per_group) % group_m), (tile % per_group) // group_m
+
+
+@_jit
+def _gemm_epilogue_tma(
+    acc, pid_m, pid_n, c_desc, sa_ptr, sb_ptr, r_desc, M, N,
+    HAS_RESIDUAL: tl.constexpr, SWIGLU: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    # _gemm_epilogue with C (and R) through tensor descriptors of block [BLOCK_M,
+    # BLOCK_N // 2]. A TMA store is asynchronous: the tile drains from shared memory to
+    # global while the next tile's mainloop runs, where pointer stores hold the warps
+    # until they issue. The descriptors clip what lies past M and N (stores dropped,
+    # loads zero), so no masks. The accumulator goes in two column halves (the epilogue
+    # subtiling of Triton's persistent-matmul tutorial: each store buffer is half the
+    # tile, which leaves shared memory to the mainloop's stages); for SWIGLU the halves
+    # are the tile's gate and up blocks (`swiglu_interleave`) and one half-tile is stored.
+    HALF: tl.constexpr = BLOCK_N // 2
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, HALF)
+    sa = tl.load(sa_ptr + offs_m, mask=offs_m < M, other=0.0)
+    sb0 = tl.load(sb_ptr + offs_n, mask=offs_n < N, other=0.0)
+    sb1 = tl.load(sb_ptr + HALF + offs_n, mask=HALF + offs_n < N, other=0.0)
+    acc0, acc1 = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, HALF)), (0, 2, 1)))
+    # the same products, in the same order, as _gemm_epilogue's
+    c0 = acc0.to(tl.float32) * sa[:, None] * sb0[None, :]
+    c1 = acc1.to(tl.float32) * sa[:, None] * sb1[None, :]
+    row = pid_m * BLOCK_M
+    if SWIGLU:
+        h = c0 / (1.0 + tl.exp(-c0)) * c1
+        c_desc.store([row, pid_n * HALF], h.to(c_desc.dtype))
+    else:
+        col = pid_n * BLOCK_N
+        # each half's residual read just before its add: one half-tile buffer at a time
+        if HAS_RESIDUAL:
+            c0 += r_desc.load([row, col]).to(tl.float32)
+        c_desc.store([row, col], c0.to(c_desc.dtype))
+        if HAS_RESIDUAL:
+            c1 += r_desc.load([row, col + HALF]).to(tl.float32)
+        c_desc.store([row, col + HALF], c1.to(c_desc.dtype))
+
+
+@_jit
 def _w8a8_gemm_tma_kernel(
-    a_desc, b_desc, c_ptr, sa_ptr, sb_ptr, r_ptr, M, N, K, stride_cm, stride_cn, stride_rm, stride_rn,
+    a_desc, b_desc, c_desc, r_desc, c_ptr, sa_ptr, sb_ptr, r_ptr, M, N, K, stride_cm, stride_cn, stride_rm, stride_rn,
     IS_INT: tl.constexpr, HAS_RESIDUAL: tl.constexpr, SWIGLU: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-    NUM_SMS: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, FLATTEN: tl.constexpr,
+    NUM_SMS: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, FLATTEN: tl.constexpr, TMA_STORE: tl.constexpr,
 ):  # fmt: skip
     # The same GEMM and epilogue as _w8a8_gemm_kernel, persistent (one program per SM
     # walks the tiles) with A and B tiles fetched by TMA (tensor descriptors; edges read
@@ -206,16 +255,21 @@ def _w8a8_gemm_tma_kernel(
     # key WS) asks Triton to give the loads and the MMAs warps of their own, the
     # producer/consumer split of CUTLASS's Hopper GEMMs; the tile loop is then not
     # flattened (Triton flattens only without it on Hopper).
+    # TMA_STORE (config key of the same name): C, and R, go through the descriptors c_desc
+    # and r_desc (_gemm_epilogue_tma), else through pointers c_ptr and r_ptr
+    # (_gemm_epilogue); the unused pair is None.
     start = tl.program_id(0)
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
     k_tiles = tl.cdiv(K, BLOCK_K)
     per_group = GROUP_M * num_pid_n
+    if TMA_STORE:
+        # the epilogue counts tiles on its own, as the tutorial does: a value used both by
+        # the next tile's loads and this tile's epilogue keeps the pipeliner from
+        # overlapping them
+        tile_c = start - NUM_SMS
     for tile in tl.range(start, num_pid_m * num_pid_n, NUM_SMS, flatten=FLATTEN, warp_specialize=WARP_SPECIALIZE):
-        first_m = (tile // per_group) * GROUP_M
-        group_m = tl.minimum(num_pid_m - first_m, GROUP_M)
-        pid_m = first_m + ((tile % per_group) % group_m)
-        pid_n = (tile % per_group) // group_m
+        pid_m, pid_n = _grouped_tile(tile, num_pid_m, per_group, GROUP_M)
         if IS_INT:
             acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
         else:
@@ -227,10 +281,17 @@ def _w8a8_gemm_tma_kernel(
                 acc = tl.dot(a, b.T, acc, out_dtype=tl.int32)
             else:
                 acc = tl.dot(a, b.T, acc)
-        _gemm_epilogue(
-            acc, pid_m, pid_n, c_ptr, sa_ptr, sb_ptr, r_ptr, M, N, stride_cm, stride_cn, stride_rm, stride_rn,
-            HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N,
-        )  # fmt: skip
+        if TMA_STORE:
+            tile_c += NUM_SMS
+            pid_mc, pid_nc = _grouped_tile(tile_c, num_pid_m, per_group, GROUP_M)
+            _gemm_epilogue_tma(
+                acc, pid_mc, pid_nc, c_desc, sa_ptr, sb_ptr, r_desc, M, N, HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N
+            )
+        else:
+            _gemm_epilogue(
+                acc, pid_m, pid_n, c_ptr, sa_ptr, sb_ptr, r_ptr, M, N, stride_cm, stride_cn, stride_rm, stride_rn,
+                HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N,
+            )  # fmt: skip
 
 
 def _kernel(name: str, on_cpu: bool):
@@ -363,6 +424,9 @@ def w8a8_gemm(
     bm, bn = cfg.pop("BLOCK_M"), cfg.pop("BLOCK_N")
     tma = cfg.pop("TMA", False) and k % 16 == 0 and a.is_contiguous() and w.is_contiguous()
     ws = bool(cfg.pop("WS", False))  # warp specialization: the TMA kernel's only
+    # C and R through TMA too (the TMA kernel's only): TMA wants 16-byte-aligned base
+    # addresses and row strides and unit column strides, else the pointer epilogue runs
+    tma_store = bool(cfg.pop("TMA_STORE", False)) and bool(tma) and _tma_ok(c) and _tma_ok(r)
     if a.device.type != "cuda":
         cfg.pop("num_warps", None), cfg.pop("num_stages", None)
     if tma:
@@ -370,12 +434,17 @@ def w8a8_gemm(
 
         tiles = triton_cdiv(m, bm) * triton_cdiv(n, bn)
         sms = torch.cuda.get_device_properties(a.device).multi_processor_count if a.is_cuda else 4
+        # the epilogue's half-tile blocks (_gemm_epilogue_tma); for SWIGLU a half is a whole output tile
+        c_desc = TensorDescriptor.from_tensor(c, [bm, bn // 2]) if tma_store else None
+        r_desc = TensorDescriptor.from_tensor(r, [bm, bn // 2]) if tma_store and residual is not None else None
         kernel = _kernel("_w8a8_gemm_tma_kernel", a.device.type != "cuda")
         kernel[(min(sms, tiles),)](
             TensorDescriptor.from_tensor(a, [bm, cfg["BLOCK_K"]]), TensorDescriptor.from_tensor(w, [bn, cfg["BLOCK_K"]]),
+            c_desc, r_desc,
             c, a_scale.reshape(-1), w_scale.reshape(-1), r, m, n, k, c.stride(0), c.stride(1), r.stride(0), r.stride(1),
             IS_INT=is_int, HAS_RESIDUAL=residual is not None, SWIGLU=bool(swiglu_block),
-            BLOCK_M=bm, BLOCK_N=bn, NUM_SMS=min(sms, tiles), WARP_SPECIALIZE=ws, FLATTEN=not ws, **cfg,
+            BLOCK_M=bm, BLOCK_N=bn, NUM_SMS=min(sms, tiles), WARP_SPECIALIZE=ws, FLATTEN=not ws, TMA_STORE=tma_store,
+            **cfg,
         )  # fmt: skip
         return c
     grid = (triton_cdiv(m, bm) * triton_cdiv(n, bn),)
@@ -387,6 +456,12 @@ def w8a8_gemm(
         BLOCK_M=bm, BLOCK_N=bn, **cfg,
     )  # fmt: skip
     return c
+
+
+def _tma_ok(t: torch.Tensor) -> bool:
+    """Whether a 2-D tensor can be read or written by TMA: contiguous, its base address
+    and row stride (in bytes) multiples of 16."""
+    return t.is_contiguous() and (t.stride(0) * t.element_size()) % 16 == 0 and t.data_ptr() % 16 == 0
 
 
 def swiglu_block_for(n_gate: int, device: torch.device) -> int | None:

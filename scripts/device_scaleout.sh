@@ -14,9 +14,9 @@
 #           firstcall runs scripts/bench_first_call.py; lanes is a 16-job two-GPU check
 #           of qbench.lanes (gpu=2), which prints each job's GPU and lane; norblock is a
 #           warm run and the default sweep (gpu=1) with TORCHINDUCTOR_DYNAMIC_SCALE_RBLOCK=0;
-#           base is the default sweep (gpu=1) as of commit 7cd73b0 (an A/B beside gpu1):
-#           warm-up started after the graph capture, Inductor's _dynamic_scale_rblock on
-#           (so its own warm run first);
+#           base is the default sweep (gpu=1) as of commit 413120f (an A/B beside gpu1):
+#           no run bytecode cache (QBENCH_BYTECODE_CACHE=0), 3 profiled forwards in the
+#           breakdown (session 6's base, as of 7cd73b0, is in that commit's copy);
 #           PRETEST_K picks pretest's tests
 #   wait  : wait, report progress, copy results
 # Needs .whl2/ (snakemake, torchao; WHEELS=.whl3 names a slimmer copy without torchao and pulp's CBC binaries; no vl-convert: charts and report are drawn off-GPU
@@ -48,10 +48,10 @@ yaml.safe_dump(s, open(".qbench-cache/scaleout/w8a8.yaml", "w"))
 # >= 10 forwards and 25 ms, max_time_s 4): run beside gpu1 on the same card, an A/B
 c = yaml.safe_load(open("config/config.yaml")); c["timing"].update(warmup=10, warmup_ms=25, max_time_s=4)
 yaml.safe_dump(c, open(".qbench-cache/scaleout/before.yaml", "w"))
-# a short two-GPU check of the lanes (qbench.lanes): 16 jobs, 2 batch sizes, 4 repeats
-# the default sweep as of commit 7cd73b0 (with TORCHINDUCTOR_DYNAMIC_SCALE_RBLOCK=1): an A/B beside gpu1
-c = yaml.safe_load(open("config/config.yaml")); c["timing"]["warmup_counts_capture"] = False
+# the default sweep as of commit 413120f (with QBENCH_BYTECODE_CACHE=0): an A/B beside gpu1
+c = yaml.safe_load(open("config/config.yaml")); c["breakdown"]["forwards"] = 3
 yaml.safe_dump(c, open(".qbench-cache/scaleout/base.yaml", "w"))
+# a short two-GPU check of the lanes (qbench.lanes): 16 jobs, 2 batch sizes, 4 repeats
 c = yaml.safe_load(open("config/config.yaml")); c.update(batch_sizes=[128, 256], repeats=4)
 c["timing"].update(max_time_s=2)
 yaml.safe_dump(c, open(".qbench-cache/scaleout/lanes.yaml", "w"))
@@ -76,7 +76,7 @@ for r in ${RUNS:-pretest warm gpu1 gpu2 study}; do
     gpu1) run gpu1 1 config/config.yaml ;;
     gpu2) run gpu2 2 config/config.yaml ;;
     before) run before 1 $state/before.yaml ;;
-    base) ( export TORCHINDUCTOR_DYNAMIC_SCALE_RBLOCK=1; run base-warm 1 $state/warm.yaml; run base 1 $state/base.yaml ) ;;
+    base) ( export QBENCH_BYTECODE_CACHE=0; run base 1 $state/base.yaml ) ;;
     norblock)  # A/B: Inductor without _dynamic_scale_rblock (pytorch#189121: re-benchmarked in every process)
       ( export TORCHINDUCTOR_DYNAMIC_SCALE_RBLOCK=0; run norblock-warm 2 $state/warm.yaml; run norblock 1 config/config.yaml ) ;;
     lanes)

@@ -1,14 +1,27 @@
 """Tune the W8A8 Triton GEMM's tiles for the shapes the workloads use, on this GPU, and
 keep the winners in qbench/triton_configs.json (one entry per GPU name, kind, N x K and M).
 
-Each candidate is timed as CUDA-graph replays of 20 GEMMs (no launch overhead), median of
+Each candidate is timed as CUDA-graph replays of 10 GEMMs (no launch overhead), median of
 5 such samples, after a warm-up; candidates that do not compile or do not fit in shared
 memory are skipped. Prints every candidate's TFLOP/s and, per shape, the winner against
-fp16 cuBLAS (`torch.mm`) and torch's own int8/fp8 GEMMs (`torch._int_mm`,
-`torch._scaled_mm`, with their dequantization as the separate op it is there).
+fp16 cuBLAS (`torch.mm`) and torch's own int8/fp8 GEMMs (`torch._int_mm` with its
+dequantization as the separate op it is there; `torch._scaled_mm` with row-wise scales,
+bf16 out, precise and with `use_fast_accum=True`, `torch_scaled_mm_fast`: what torchao and
+torch.compile run, the one to beat).
 
-    python scripts/tune_triton.py [--shapes llama-1b gemm-4096] [--m 8192 16384 131072] [--json out.json]
-        [--budget-s 240]
+    python scripts/tune_triton.py [--shapes llama-1b gemm-4096] [--m 8192 16384 131072] [--kinds int8 fp8]
+        [--tma 0 1] [--ws 0 1] [--tma-store 0 1] [--candidates 0 3 128x256x128x8x3] [--residual]
+        [--only-swiglu] [--json out.json] [--write] [--budget-s 240]
+
+Candidates are CANDIDATES (BLOCK_M x BLOCK_N x BLOCK_K x num_warps x num_stages, GROUP_M 8),
+or those --candidates names (an index into CANDIDATES or BMxBNxBKxWARPSxSTAGES, any
+tile), each as the pointer kernel and the persistent TMA one (--tma), the TMA one also
+warp-specialised (--ws 1, config key WS) and with its output and residual written and
+read through TMA (--tma-store 1, config key TMA_STORE). Every variant compiles once per
+process (seconds each, the warp-specialised ones longer): name few for a short device
+call. --residual times the GEMMs that add the residual in the decoder (o and down:
+RESIDUAL_SHAPES) with one, as the decoder runs them (the torch baselines add it as the
+separate op it is there).
 
 With --budget-s no candidate starts after that many seconds: a run cut short keeps the
 shapes it finished (winners written with --write, rows in --json after every shape). A
@@ -40,6 +53,25 @@ CANDIDATES = [
     (128, 256, 128, 8, 2), (64, 256, 128, 4, 4),
 ]  # fmt: skip
 # each candidate as a pointer-loading kernel and as a persistent TMA one
+
+# the GEMMs whose epilogue adds the residual in the decoder (o and down): --residual
+RESIDUAL_SHAPES = {(2048, 2048), (2048, 8192)}
+
+
+def parse_candidates(specs: list[str]) -> list[tuple[int, ...]]:
+    """--candidates: each an index into CANDIDATES or BMxBNxBKxWARPSxSTAGES."""
+    out = []
+    for spec in specs:
+        if spec.isdigit():
+            if int(spec) >= len(CANDIDATES):
+                raise argparse.ArgumentTypeError(f"--candidates: no candidate {spec} (there are {len(CANDIDATES)})")
+            out.append(CANDIDATES[int(spec)])
+            continue
+        fields = spec.lower().split("x")
+        if len(fields) != 5 or not all(f.isdigit() for f in fields):
+            raise argparse.ArgumentTypeError(f"--candidates: {spec!r} is neither an index nor BMxBNxBKxWARPSxSTAGES")
+        out.append(tuple(map(int, fields)))
+    return out
 
 
 def graph_ms(fn, reps: int = 10, samples: int = 5) -> float:
@@ -77,14 +109,19 @@ def operands(kind: str, m: int, n: int, k: int):
     return x, w, a, sa, b, sb.view(1, -1).contiguous()
 
 
-def torch_baselines(kind, x, w, a, sa, b, sb) -> dict:
-    out = {"fp16_mm": graph_ms(lambda: torch.mm(x, w.t()))}
+def torch_baselines(kind, x, w, a, sa, b, sb, r=None) -> dict:
+    """ms of torch's GEMMs on the same operands; with a residual `r`, each adds it after."""
+    add, suffix = (lambda y: y + r, "+residual") if r is not None else (lambda y: y, "")
+    out = {"fp16_mm" + suffix: graph_ms(lambda: add(torch.mm(x, w.t())))}
     if kind == "int8":
-        out["torch_int_mm+dequant"] = graph_ms(lambda: (torch._int_mm(a, b.t()).float() * sa * sb).half())
+        out["torch_int_mm+dequant" + suffix] = graph_ms(lambda: add((torch._int_mm(a, b.t()).float() * sa * sb).half()))
     else:
-        out["torch_scaled_mm"] = graph_ms(
-            lambda: torch._scaled_mm(a, b.t(), scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16)
-        )
+        for name, fast in (("torch_scaled_mm", False), ("torch_scaled_mm_fast", True)):
+            out[name + suffix] = graph_ms(
+                lambda fast=fast: add(
+                    torch._scaled_mm(a, b.t(), scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16, use_fast_accum=fast)
+                )
+            )
     return out
 
 
@@ -144,25 +181,28 @@ def fastest(label: str, candidates, run, rows: list, row: dict) -> tuple[float, 
     return best
 
 
-def configs(tmas, block_n: int | None = None, ws=(False,)) -> list[dict]:
+def configs(tmas, block_n: int | None = None, ws=(False,), tma_store=(False,)) -> list[dict]:
     """The candidates as configs, each with and without TMA (the TMA ones with and without
-    warp specialization, as `ws` lists); only BLOCK_N == block_n if given."""
+    warp specialization, as `ws` lists, and with and without the TMA-store epilogue, as
+    `tma_store` lists); only BLOCK_N == block_n if given. Keys at their default (WS,
+    TMA_STORE false) are left out, as in qbench/triton_configs.json."""
     return [
         {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "num_warps": nw, "num_stages": ns, "TMA": tma,
-         **({"WS": True} if w else {})}
+         **({"WS": True} if w else {}), **({"TMA_STORE": True} if st else {})}
         for tma in tmas
         for w in (ws if tma else (False,))
         for bm, bn, bk, nw, ns in CANDIDATES
         if block_n is None or bn == block_n
+        for st in (tma_store if tma else (False,))  # innermost: a tile with and without, one after the other
     ]  # fmt: skip
 
 
-def tune_swiglu(kind, m, n, k, a, sa, b, sb, tmas, rows, winners, gpu, ws=(False,)) -> None:
+def tune_swiglu(kind, m, n, k, a, sa, b, sb, tmas, rows, winners, gpu, ws=(False,), tma_store=(False,)) -> None:
     """The gate|up GEMM with SiLU*mul in its epilogue: only tiles as wide as two
     interleaved blocks fit it; winners go under `NxK/swiglu`."""
     block = tk.DEFAULT_GEMM["BLOCK_N"] // 2
     bi, si = tk.swiglu_interleave(b, block), tk.swiglu_interleave(sb.view(-1), block).view(1, -1)
-    best = fastest("swiglu ", configs(tmas, 2 * block, ws),
+    best = fastest("swiglu ", configs(tmas, 2 * block, ws, tma_store),
                    lambda cfg: tk.w8a8_gemm(a, sa, bi, si, config=cfg, swiglu_block=block),
                    rows, {"gpu": gpu, "kind": kind, "variant": "swiglu", "m": m, "n": n, "k": k})  # fmt: skip
     if best is not None:
@@ -182,9 +222,32 @@ def main() -> None:
     ap.add_argument("--rows-only", action="store_true", help="only time the quantization kernels")
     ap.add_argument("--ws", nargs="+", type=lambda v: v == "1", default=[False],
                     help="1/0: the TMA kernel with warp specialization or not (default 0)")
+    ap.add_argument(
+        "--tma-store",
+        nargs="+",
+        type=lambda v: v == "1",
+        default=[False],
+        help="1/0: the TMA kernel storing C (and loading the residual) through TMA or not (default 0)",
+    )
+    ap.add_argument(
+        "--candidates",
+        nargs="+",
+        metavar="I|BMxBNxBKxWARPSxSTAGES",
+        help="time only these candidates: indices into CANDIDATES or tiles such as 128x256x128x8x4",
+    )
+    ap.add_argument(
+        "--residual",
+        action="store_true",
+        help="time the GEMMs that add the residual in the decoder (RESIDUAL_SHAPES) with one, as it runs them",
+    )
     ap.add_argument("--only-swiglu", action="store_true", help="only tune the SiLU*mul-epilogue GEMM (gate|up)")
     ap.add_argument("--budget-s", type=float, help="start no candidate after this many seconds; keep what finished")
     args = ap.parse_args()
+    if args.candidates:
+        try:
+            CANDIDATES[:] = parse_candidates(args.candidates)
+        except argparse.ArgumentTypeError as exc:
+            ap.error(str(exc))
     if args.budget_s:
         DEADLINE.append(time.monotonic() + args.budget_s)
     gpu = torch.cuda.get_device_name()
@@ -203,23 +266,26 @@ def main() -> None:
                 flop = 2.0 * m * n * k
                 x, w, a, sa, b, sb = operands(kind, m, n, k)
                 if args.only_swiglu:
-                    tune_swiglu(kind, m, n, k, a, sa, b, sb, args.tma, rows, winners, gpu, args.ws)
+                    tune_swiglu(kind, m, n, k, a, sa, b, sb, args.tma, rows, winners, gpu, args.ws, args.tma_store)
                     continue
-                base = torch_baselines(kind, x, w, a, sa, b, sb)
-                best = fastest("", configs(args.tma, ws=args.ws), lambda cfg: tk.w8a8_gemm(a, sa, b, sb, config=cfg), rows,
-                               {"gpu": gpu, "kind": kind, "m": m, "n": n, "k": k})  # fmt: skip
+                r = None
+                shape = {"gpu": gpu, "kind": kind, "m": m, "n": n, "k": k}
+                if args.residual and (n, k) in RESIDUAL_SHAPES:
+                    r, shape["residual"] = torch.randn(m, n, device="cuda", dtype=torch.float16), True
+                base = torch_baselines(kind, x, w, a, sa, b, sb, r)
+                best = fastest("residual " if r is not None else "", configs(args.tma, ws=args.ws, tma_store=args.tma_store),
+                               lambda cfg, r=r: tk.w8a8_gemm(a, sa, b, sb, residual=r, config=cfg), rows, shape)  # fmt: skip
                 if best is None:
                     continue
                 winners.setdefault(kind, {}).setdefault(f"{n}x{k}", {})[str(m)] = best[1]
                 if (n, k) in SWIGLU_SHAPES:
-                    tune_swiglu(kind, m, n, k, a, sa, b, sb, args.tma, rows, winners, gpu, args.ws)
-                rows.append({"gpu": gpu, "kind": kind, "m": m, "n": n, "k": k, "winner": best[1], "ms": best[0],
-                             **{f"{name}_ms": v for name, v in base.items()}})  # fmt: skip
-                fp16 = base["fp16_mm"]
+                    tune_swiglu(kind, m, n, k, a, sa, b, sb, args.tma, rows, winners, gpu, args.ws, args.tma_store)
+                rows.append({**shape, "winner": best[1], "ms": best[0], **{f"{nm}_ms": v for nm, v in base.items()}})
+                fp16 = next(iter(base.values()))  # fp16_mm (+residual)
                 others = " ".join(f"{name} {flop / v / 1e9:.0f}" for name, v in base.items())
                 print(f"{kind} M={m} N={n} K={k}: triton {flop / best[0] / 1e9:.0f} TFLOP/s ({fp16 / best[0]:.2f}x fp16) "
                       f"| {others} TFLOP/s | {best[1]}", flush=True)  # fmt: skip
-                del x, w, a, sa, b, sb
+                del x, w, a, sa, b, sb, r
                 if args.json:  # after every shape: a run cut short keeps its rows
                     json.dump(rows, open(args.json, "w"), indent=1)
     if out_of_time():

@@ -32,14 +32,19 @@ def snakemake_exe() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "snakemake"]
 
 
-def run_snakemake(args, cwd=REPO, check=True, timeout=900):
-    """Drive Snakemake through its CLI, as users do (its Python API changes between majors)."""
+def run_snakemake(args, cwd=REPO, check=True, timeout=900, env=None):
+    """Drive Snakemake through its CLI, as users do (its Python API changes between majors);
+    `env` adds to (or, with None values, removes from) the environment."""
+    full = dict(os.environ)
+    for k, v in (env or {}).items():
+        full.pop(k, None) if v is None else full.__setitem__(k, v)
     proc = subprocess.run(
         snakemake_exe() + ["--snakefile", str(REPO / "Snakefile")] + list(args),
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=full,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")

@@ -17,8 +17,12 @@ if not CUDA and not tk.interpreting():
     pytest.skip("no GPU and TRITON_INTERPRET is not set", allow_module_level=True)
 
 QDTYPES = [(torch.int8, 127.0), (torch.float8_e4m3fn, 448.0)]
-# (M, K, N): tile multiples and not, K not a multiple of BLOCK_K (interpreter tiles are 32)
-SHAPES = [(37, 64, 48), (64, 80, 96), (1, 32, 33)] + ([(1000, 2048, 3000), (4096, 8192, 2048)] if CUDA else [])
+# (M, K, N): tile multiples and not, K not a multiple of BLOCK_K (interpreter tiles are 32);
+# N = 40 ends inside a half tile (TMA_STORE stores tiles in column halves), N = 33 makes
+# rows TMA cannot write (66 bytes: TMA_STORE falls back to pointers)
+SHAPES = [(37, 64, 48), (64, 80, 96), (70, 64, 40), (1, 32, 33)] + (
+    [(1000, 2048, 3000), (4096, 8192, 2048)] if CUDA else []
+)
 TINY = WorkloadConfig(name="tiny", model="llama", seq_len=8, hidden=64, intermediate=96, heads=4, kv_heads=2, layers=2)
 
 
@@ -95,9 +99,14 @@ def scaled_mm_fast_accum(a, sa, w, sw):
     return out[:m, :n]
 
 
-# the pointer kernel, the persistent TMA one, and that one warp-specialized (config key WS)
-KERNELS = pytest.mark.parametrize("tma", [{"TMA": False}, {"TMA": True}, {"TMA": True, "WS": True}],
-                                  ids=["pointers", "tma", "tma-ws"])  # fmt: skip
+# the pointer kernel, the persistent TMA one, and that one warp-specialized (config key
+# WS), each TMA one also with its output (and residual) through TMA (config key TMA_STORE)
+KERNELS = pytest.mark.parametrize(
+    "tma",
+    [{"TMA": False}, {"TMA": True}, {"TMA": True, "WS": True},
+     {"TMA": True, "TMA_STORE": True}, {"TMA": True, "WS": True, "TMA_STORE": True}],
+    ids=["pointers", "tma", "tma-ws", "tma-store", "tma-ws-store"],
+)  # fmt: skip
 
 
 @pytest.mark.parametrize("q", QDTYPES, ids=ids)
@@ -221,7 +230,7 @@ def test_tuned_configs_file_is_well_formed():
             for nk, by_m in shapes.items():
                 n, k = map(int, nk.removesuffix("/swiglu").split("x"))
                 for m, cfg in by_m.items():
-                    assert int(m) > 0 and keys <= set(cfg) <= keys | {"TMA"}, (gpu, kind, nk, m)
+                    assert int(m) > 0 and keys <= set(cfg) <= keys | {"TMA", "WS", "TMA_STORE"}, (gpu, kind, nk, m)
 
 
 @pytest.mark.parametrize("q", QDTYPES, ids=ids)
@@ -244,6 +253,32 @@ def test_gemm_swiglu_epilogue_is_silu_gate_times_up(q, m, k, i, tma):
     ref = torch.nn.functional.silu(gu[:, :i]) * gu[:, i:]
     assert got.shape == (m, i)
     assert float((got.double() - ref).norm() / ref.norm()) < 2e-3
+
+
+def test_tma_store_writes_through_descriptors_only_where_tma_can(monkeypatch):
+    """TMA_STORE gives C and the residual descriptors of half-tile blocks; where TMA cannot
+    address them (rows not a multiple of 16 bytes, a base address off 16 bytes) they go
+    through the pointer epilogue, with the same result."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    blocks, from_tensor = [], TensorDescriptor.from_tensor
+
+    def spy(t, block, *args, **kwargs):
+        blocks.append(tuple(block))
+        return from_tensor(t, block, *args, **kwargs)
+
+    monkeypatch.setattr(TensorDescriptor, "from_tensor", staticmethod(spy))
+    cfg = {**tk.gemm_config("int8", 37, 48, 64, torch.device(DEVICE)), "TMA": True, "TMA_STORE": True}
+    bm, bn, bk = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
+    for n, offset, made in ((48, 0, 2), (33, 0, 0), (48, 1, 0)):
+        a, sa = schemes.quantize_rows(rand(37, 64, seed=1), 127.0, torch.int8)
+        w, sw = schemes.quantize_rows(rand(n, 64, seed=2), 127.0, torch.int8)
+        r = rand(37 * n + offset, seed=3)[offset:].view(37, n)  # offset 1: 2 bytes off
+        blocks.clear()
+        got = tk.w8a8_gemm(a, sa, w, sw.view(1, -1), residual=r, config=cfg)
+        assert sorted(blocks) == sorted([(bm, bk), (bn, bk)] + [(bm, bn // 2)] * made), (n, offset)
+        ref = (a.double() @ w.double().t()) * sa.double() * sw.view(1, -1).double() + r.double()
+        torch.testing.assert_close(got.double(), ref, rtol=2e-3, atol=2e-3 * float(ref.abs().max()))
 
 
 def test_swiglu_interleave_pairs_blocks():

@@ -59,10 +59,24 @@ def test_a_user_mistake_is_one_clear_message(tmp_path):
 
 @pytest.fixture(scope="module")
 def cpu_run(tmp_path_factory):
-    """The whole workflow on the CPU preset, for real."""
+    """The whole workflow on the CPU preset, for real, where Python writes no bytecode (as
+    in many container images), with the run's bytecode cache on (qbench.bytecode_cache:
+    here torch has its .pyc files, so only QBENCH_BYTECODE_CACHE=1 turns it on)."""
     work = tmp_path_factory.mktemp("run")
-    proc = run_snakemake(["--cores", "2", "--resources", "gpu=1", "--configfile", CPU, "--directory", str(work)])
+    proc = run_snakemake(["--cores", "2", "--resources", "gpu=1", "--configfile", CPU, "--directory", str(work)],
+                         env={"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": None, "QBENCH_BYTECODE_CACHE": "1"})
     return work, proc
+
+
+def test_the_jobs_share_a_bytecode_cache(cpu_run):
+    """Without bytecode writing, the run caches it in its own folder: the jobs' processes
+    (Snakemake's script preamble) and the fork server's torch read it from there."""
+    work, _ = cpu_run
+    cached = {p.relative_to(work / ".qbench-cache/pycache").as_posix() for p in (work / ".qbench-cache/pycache").rglob("*.pyc")}
+    assert any("/snakemake/iocontainers." in p for p in cached), sorted(cached)[:5]  # the script preamble
+    assert any("/torch/_dynamo/" in p for p in cached), sorted(cached)[:5]
+    logs = "".join(p.read_text() for p in (work / ".qbench-cache/fork-server").glob("*.log"))
+    assert "(bytecode: cached in " in logs
 
 
 def test_one_shard_per_job_with_the_schema(cpu_run):

@@ -8,6 +8,13 @@ from snakemake.utils import validate
 # The rules' scripts import qbench from this checkout, installed or not.
 sys.path.insert(0, str(Path(workflow.basedir)))
 
+from qbench.bytecode_cache import use as cache_bytecode
+
+# Where the environment keeps no compiled bytecode (PYTHONDONTWRITEBYTECODE, packages
+# installed without .pyc), every job's process would compile torch and Snakemake's modules
+# from source again: cache it in the run's cache folder, for this process and every job.
+cache_bytecode(".qbench-cache/pycache")
+
 from qbench.config_schema import ConfigError, check_config
 from qbench.lanes import lanes_in_use
 from qbench.lanes import plan as lane_plan
