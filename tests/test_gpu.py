@@ -108,7 +108,11 @@ def test_breakdown_on_gpu(scheme, impl):
     assert all(name.startswith(("Memcpy", "Memset")) for name in other), other
     if scheme == "w8a8-int8" and impl == "eager":
         quant = " ".join(e["name"] for e in json.loads(df.loc["quantization", "top_events"]))
-        assert "copy" in quant or "Mul" in quant or "mul" in quant, quant  # linked to their layer's range
+        # generic elementwise kernels (casts, multiplies, divides, abs, clamp, round), in the
+        # quantization part because they ran in a quantized layer's range; which five are
+        # the largest varies (H100 2026-11-27: max-reduce, clamp, div, round, abs)
+        generic = ("copy", "Mul", "mul", "Div", "Abs", "clamp", "round")
+        assert any(name in quant for name in generic), quant
     timed = shard["latency_ms"].mean()
     assert 0.5 < df["total_ms"].iloc[0] / timed < 1.3, (df["total_ms"].iloc[0], timed)
 
