@@ -434,18 +434,32 @@ def w8a8_gemm(
 
         tiles = triton_cdiv(m, bm) * triton_cdiv(n, bn)
         sms = torch.cuda.get_device_properties(a.device).multi_processor_count if a.is_cuda else 4
-        # the epilogue's half-tile blocks (_gemm_epilogue_tma); for SWIGLU a half is a whole output tile
-        c_desc = TensorDescriptor.from_tensor(c, [bm, bn // 2]) if tma_store else None
-        r_desc = TensorDescriptor.from_tensor(r, [bm, bn // 2]) if tma_store and residual is not None else None
         kernel = _kernel("_w8a8_gemm_tma_kernel", a.device.type != "cuda")
-        kernel[(min(sms, tiles),)](
-            TensorDescriptor.from_tensor(a, [bm, cfg["BLOCK_K"]]), TensorDescriptor.from_tensor(w, [bn, cfg["BLOCK_K"]]),
-            c_desc, r_desc,
-            c, a_scale.reshape(-1), w_scale.reshape(-1), r, m, n, k, c.stride(0), c.stride(1), r.stride(0), r.stride(1),
-            IS_INT=is_int, HAS_RESIDUAL=residual is not None, SWIGLU=bool(swiglu_block),
-            BLOCK_M=bm, BLOCK_N=bn, NUM_SMS=min(sms, tiles), WARP_SPECIALIZE=ws, FLATTEN=not ws, TMA_STORE=tma_store,
-            **cfg,
-        )  # fmt: skip
+
+        def launch(store: bool) -> None:
+            # the epilogue's half-tile blocks (_gemm_epilogue_tma); for SWIGLU a half is a whole output tile
+            c_desc = TensorDescriptor.from_tensor(c, [bm, bn // 2]) if store else None
+            r_desc = TensorDescriptor.from_tensor(r, [bm, bn // 2]) if store and residual is not None else None
+            kernel[(min(sms, tiles),)](
+                TensorDescriptor.from_tensor(a, [bm, cfg["BLOCK_K"]]), TensorDescriptor.from_tensor(w, [bn, cfg["BLOCK_K"]]),
+                c_desc, r_desc,
+                c, a_scale.reshape(-1), w_scale.reshape(-1), r, m, n, k, c.stride(0), c.stride(1), r.stride(0), r.stride(1),
+                IS_INT=is_int, HAS_RESIDUAL=residual is not None, SWIGLU=bool(swiglu_block),
+                BLOCK_M=bm, BLOCK_N=bn, NUM_SMS=min(sms, tiles), WARP_SPECIALIZE=ws, FLATTEN=not ws, TMA_STORE=store,
+                **cfg,
+            )  # fmt: skip
+
+        try:
+            launch(tma_store)
+        except triton.runtime.errors.OutOfResources as exc:
+            # the store's staging buffers (a residual's too) come on top of the mainloop's
+            # stages: 128x256x128 with 4 stages and a residual needs 256 KiB of the H100's
+            # 227 (a tile tuned without a residual, used with one). The pointer epilogue fits.
+            if not tma_store:
+                raise
+            _log_once(f"TMA_STORE off for {bm}x{bn}x{cfg['BLOCK_K']}, {cfg.get('num_stages')} stages"
+                      f"{' with a residual' if residual is not None else ''}: {str(exc).splitlines()[0][:120]}")  # fmt: skip
+            launch(False)
         return c
     grid = (triton_cdiv(m, bm) * triton_cdiv(n, bn),)
     kernel = _kernel("_w8a8_gemm_kernel", a.device.type != "cuda")
@@ -456,6 +470,11 @@ def w8a8_gemm(
         BLOCK_M=bm, BLOCK_N=bn, **cfg,
     )  # fmt: skip
     return c
+
+
+@functools.cache
+def _log_once(message: str) -> None:
+    log.info("%s", message)
 
 
 def _tma_ok(t: torch.Tensor) -> bool:

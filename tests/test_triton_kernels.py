@@ -281,6 +281,39 @@ def test_tma_store_writes_through_descriptors_only_where_tma_can(monkeypatch):
         torch.testing.assert_close(got.double(), ref, rtol=2e-3, atol=2e-3 * float(ref.abs().max()))
 
 
+def test_a_tma_store_tile_that_does_not_fit_falls_back_to_pointer_stores(monkeypatch, caplog):
+    """A tile tuned without a residual may not fit with one (128x256x128, 4 stages, needs
+    256 KiB of an H100's 227 once the residual's buffer is added): the GEMM then runs with
+    the pointer epilogue, says so once, and gives the same result."""
+    real, launched = tk._kernel, []
+
+    class Kernel:
+        def __init__(self, name, on_cpu):
+            self.fn = real(name, on_cpu)
+
+        def __getitem__(self, grid):
+            def run(*args, **kwargs):
+                launched.append(kwargs["TMA_STORE"])
+                if kwargs["TMA_STORE"]:
+                    raise triton.runtime.errors.OutOfResources(262192, 232448, "shared memory")
+                return self.fn[grid](*args, **kwargs)
+
+            return run
+
+    monkeypatch.setattr(tk, "_kernel", Kernel)
+    tk._log_once.cache_clear()
+    cfg = {**tk.gemm_config("int8", 37, 48, 64, torch.device(DEVICE)), "TMA": True, "TMA_STORE": True}
+    a, sa = schemes.quantize_rows(rand(37, 64, seed=1), 127.0, torch.int8)
+    w, sw = schemes.quantize_rows(rand(48, 64, seed=2), 127.0, torch.int8)
+    r = rand(37, 48, seed=3)
+    with caplog.at_level("INFO", logger="qbench.triton"):
+        got = tk.w8a8_gemm(a, sa, w, sw.view(1, -1), residual=r, config=cfg)
+    assert launched == [True, False]
+    assert "TMA_STORE off for" in caplog.text and "with a residual" in caplog.text
+    ref = (a.double() @ w.double().t()) * sa.double() * sw.view(1, -1).double() + r.double()
+    torch.testing.assert_close(got.double(), ref, rtol=2e-3, atol=2e-3 * float(ref.abs().max()))
+
+
 def test_swiglu_interleave_pairs_blocks():
     w = torch.arange(8).view(8, 1)  # gate rows 0-3, up rows 4-7
     assert tk.swiglu_interleave(w, 2).view(-1).tolist() == [0, 1, 4, 5, 2, 3, 6, 7]
