@@ -48,6 +48,13 @@ def _free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def _since(t0: float, device: torch.device) -> float:
+    """Seconds since t0 once the GPU's queued work is done (a set-up part's true cost)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
+
+
 def _peak_mem(device: torch.device) -> dict:
     if device.type != "cuda":
         return {}
@@ -124,12 +131,15 @@ def run_cell(
         torch.cuda.reset_peak_memory_stats(device)
 
     t0 = time.perf_counter()
+    marks = {}  # where the set-up before the first call goes, for the log: part -> seconds
     try:
         with torch.inference_mode():
             model = build_model(wl, device, torch.float16, cell.seed)
             x16 = make_input(wl, cell.batch, device, torch.float16, cell.seed)
             rows = reference_rows(wl, x16.shape[0], device)
+            marks["build"] = _since(t0, device)
             ref = model(x16[rows])
+            marks["reference"] = _since(t0, device) - sum(marks.values())
             calib = None
             if dt.smoothquant is not None:  # its own inputs: smoothing must not see the timed batch
                 calib = make_input(wl, min(cell.batch, 8), device, torch.float16, cell.seed + 7)
@@ -140,6 +150,7 @@ def run_cell(
             _free(device)
         if dt.impl != "eager":
             model = schemes.compile_model(model)
+        marks["scheme"] = _since(t0, device) - sum(marks.values())
         modules_before = set(sys.modules)
         t1 = time.perf_counter()
         with torch.inference_mode():
@@ -149,8 +160,9 @@ def run_cell(
         compile_s = time.perf_counter() - t1
         log_first_call_imports(set(sys.modules) - modules_before)
         setup_s = time.perf_counter() - t0
-        log.info("setup %.1f s (first call %.1f s); relative error %.3g (on %d of %d rows)", setup_s, compile_s,
-                 rel_error, len(rows), x.shape[0])  # fmt: skip
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in marks.items())
+        log.info("setup %.1f s (%s, first call %.1f s); relative error %.3g (on %d of %d rows)", setup_s, parts,
+                 compile_s, rel_error, len(rows), x.shape[0])  # fmt: skip
         samples = time_forward(lambda: model(x), device, cell.timing, sampler.read)
         log.info(
             "%d samples by %s (%s), stopped on %s; mean %.3f ms",

@@ -28,6 +28,19 @@ def test_every_scheme_gives_a_shard(scheme):
     assert df["rel_error"].iloc[0] < 0.15
 
 
+def test_the_log_splits_the_set_up(caplog):
+    """Where a job's set-up goes, before its first call: the log line names each part."""
+    import re
+
+    with caplog.at_level("INFO", logger="qbench.measure"):
+        df = run_cell(cell("w8a8-int8")).to_pandas()
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("setup "))
+    m = re.match(r"setup ([\d.]+) s \(build ([\d.]+), reference ([\d.]+), scheme ([\d.]+), first call ([\d.]+) s\)", line)
+    assert m, line
+    total, *parts = map(float, m.groups())
+    assert sum(parts) <= total + 0.1 and total == pytest.approx(df["setup_s"].iloc[0], abs=0.06)
+
+
 def test_over_tolerance_is_marked_inaccurate():
     df = run_cell(cell("w8a8-int8", tolerance=1e-6)).to_pandas()
     assert (df["status"] == "inaccurate").all()
