@@ -1,3 +1,4 @@
+import json
 import os
 import re
 import sys
@@ -121,10 +122,45 @@ def expected_hashes(wildcards=None):
 
 
 def cell_config(wildcards):
-    """The measurement job's whole input: one cell of the experiment, as a plain dict."""
+    """One cell of the experiment, as a plain dict."""
     return EXPERIMENT.cell(
         wildcards.workload, wildcards.dtype, int(wildcards.batch), int(wildcards.rep)
     ).as_dict()
+
+
+def measure_request(wildcards):
+    """The measurement job's input besides its files and resources, as one JSON argument
+    of its command (scripts/measure.py --request): its cell, where the GPU locks and the
+    compile cache are, how many forwards to profile, the measure settings."""
+    return json.dumps(
+        {
+            "cell": cell_config(wildcards),
+            "lock_dir": ".qbench-cache/gpu-locks",
+            "compile_cache": ".qbench-cache/inductor",
+            "breakdown_forwards": breakdown_forwards(wildcards),
+            "measure": config.get("measure") or {},
+        },
+        separators=(",", ":"),
+    )
+
+
+def measure_python():
+    """The measure rule's interpreter, Snakemake's own, as `script:` would use,
+    or the environment's `python` where jobs run in a conda env or container."""
+    methods = getattr(workflow.deployment_settings, "deployment_method", None) or ()
+    return "python" if any(getattr(m, "name", "") in ("CONDA", "APPTAINER") for m in methods) else sys.executable
+
+
+def measure_command():
+    """The measure rule's command, a plain process, not `script:`, whose preamble (unpickling
+    the job, importing Snakemake) cost 0.04-0.08 s of every job on a 2-core VM
+    (scripts/bench_snakemake.py; docs/PERFORMANCE.md, seventh session)."""
+    command = (
+        "{params.python:q} {params.script:q} --request {params.request:q} --output {output.shard:q} --log {log:q}"
+        " --attempt {resources.qbench_attempt} --threads {threads}"
+        " --gpu-lane {resources.qbench_gpu_lane} --gpu-lanes {resources.qbench_gpu_lanes}"
+    )
+    return command + (" --breakdown-output {output.breakdown:q}" if BREAKDOWN else "")
 
 
 # The breakdown of a forward's time (config key breakdown; qbench.breakdown's table): each
@@ -137,6 +173,7 @@ BREAKDOWN_TABLES = ["results/breakdown.parquet", "results/breakdown.csv"]
 def measure_extra_outputs():
     """Rule measure's outputs besides the shard: the cell's breakdown, when it is made."""
     return {"breakdown": BREAKDOWN_CELL} if BREAKDOWN else {}
+
 
 
 def breakdown_forwards(wildcards):

@@ -5,21 +5,20 @@ rule measure:
     to twice; the shard records which attempt measured it. With config key breakdown on,
     it also profiles a few forwards and writes where their time went beside the shard."""
     output:
-        SHARD,
+        shard=SHARD,
         **measure_extra_outputs(),
     params:
-        cell=cell_config,
-        breakdown_forwards=breakdown_forwards,
-        lock_dir=".qbench-cache/gpu-locks",
-        compile_cache=".qbench-cache/inductor",
+        python=measure_python(),
+        script=str(Path(workflow.basedir) / "scripts/measure.py"),
+        request=measure_request,
     priority: measure_priority
     resources:
         gpu=1,
         runtime=30,
         mem_mb=16000,
-        # not a limit: how the script learns its attempt number (scripts get no `attempt`)
+        # not limits: the job's attempt number, its GPU lane and how many GPUs the run
+        # uses at once (qbench.lanes), passed to its command
         qbench_attempt=lambda wildcards, attempt: attempt,
-        # nor these: the job's GPU lane and how many GPUs the run uses at once (qbench.lanes)
         qbench_gpu_lane=measure_lane,
         qbench_gpu_lanes=GPU_LANES,
     retries: 2
@@ -27,5 +26,5 @@ rule measure:
         "../../envs/measure.yaml"
     log:
         "logs/measure/{workload}/dtype={dtype}/batch={batch}/rep={rep}.log",
-    script:
-        "../../scripts/measure.py"
+    shell:
+        measure_command()
