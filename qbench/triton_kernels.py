@@ -427,6 +427,8 @@ def w8a8_gemm(
     # C and R through TMA too (the TMA kernel's only): TMA wants 16-byte-aligned base
     # addresses and row strides and unit column strides, else the pointer epilogue runs
     tma_store = bool(cfg.pop("TMA_STORE", False)) and bool(tma) and _tma_ok(c) and _tma_ok(r)
+    fit_key = (str(a.device), bm, bn, tuple(sorted(cfg.items())), is_int, residual is not None, bool(swiglu_block))
+    tma_store = tma_store and fit_key not in _TMA_STORE_TOO_BIG
     if a.device.type != "cuda":
         cfg.pop("num_warps", None), cfg.pop("num_stages", None)
     if tma:
@@ -455,10 +457,12 @@ def w8a8_gemm(
             # the store's staging buffers (a residual's too) come on top of the mainloop's
             # stages: 128x256x128 with 4 stages and a residual needs 256 KiB of the H100's
             # 227 (a tile tuned without a residual, used with one). The pointer epilogue fits.
+            # Remembered, so later calls go straight to the pointer epilogue.
             if not tma_store:
                 raise
-            _log_once(f"TMA_STORE off for {bm}x{bn}x{cfg['BLOCK_K']}, {cfg.get('num_stages')} stages"
-                      f"{' with a residual' if residual is not None else ''}: {str(exc).splitlines()[0][:120]}")  # fmt: skip
+            _TMA_STORE_TOO_BIG.add(fit_key)
+            log.info("TMA_STORE off for %dx%dx%d, %s stages%s: %s", bm, bn, cfg["BLOCK_K"], cfg.get("num_stages"),
+                     " with a residual" if residual is not None else "", str(exc).splitlines()[0][:120])  # fmt: skip
             launch(False)
         return c
     grid = (triton_cdiv(m, bm) * triton_cdiv(n, bn),)
@@ -472,9 +476,9 @@ def w8a8_gemm(
     return c
 
 
-@functools.cache
-def _log_once(message: str) -> None:
-    log.info("%s", message)
+# GEMM launches (device, tile, kind, epilogue) whose TMA-store staging did not fit in
+# shared memory: they use the pointer epilogue from their first call on
+_TMA_STORE_TOO_BIG: set[tuple] = set()
 
 
 def _tma_ok(t: torch.Tensor) -> bool:

@@ -37,7 +37,10 @@ def run_snakemake(args, cwd=REPO, check=True, timeout=900, env=None):
     `env` adds to (or, with None values, removes from) the environment."""
     full = dict(os.environ)
     for k, v in (env or {}).items():
-        full.pop(k, None) if v is None else full.__setitem__(k, v)
+        if v is None:
+            full.pop(k, None)
+        else:
+            full[k] = v
     proc = subprocess.run(
         snakemake_exe() + ["--snakefile", str(REPO / "Snakefile")] + list(args),
         cwd=cwd,

@@ -14,7 +14,7 @@ from qbench.bytecode_cache import use as cache_bytecode
 # Where the environment keeps no compiled bytecode (PYTHONDONTWRITEBYTECODE, packages
 # installed without .pyc), every job's process would compile torch and Snakemake's modules
 # from source again: cache it in the run's cache folder, for this process and every job.
-cache_bytecode(".qbench-cache/pycache")
+cache_bytecode()
 
 from qbench.config_schema import ConfigError, check_config
 from qbench.lanes import lanes_in_use
