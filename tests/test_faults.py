@@ -439,7 +439,13 @@ def test_a_second_run_in_the_same_directory_is_refused(tmp_path):
     wait_for(lambda: len(shards_in(work)) == 1 and len(list(logs.rglob("*.log"))) == 2, what="the second job")
     before = mtimes(shards_in(work))
 
-    second = snakemake(work, cfg_path, "results/summary.csv", check=False)
+    # The first run is paused (its job runs on) while the second starts: however slow
+    # that start is on a loaded machine, the first still holds the directory's lock.
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        second = snakemake(work, cfg_path, "results/summary.csv", check=False)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     out = second.stdout + second.stderr
     assert second.returncode == 1 and "Directory cannot be locked" in out
     assert first.wait(timeout=120) == 0

@@ -58,6 +58,12 @@ def _alive(pid):
     return True
 
 
+def _a_dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster():
     """A one-node SLURM cluster with accounting, installed if missing, stopped by pid files
@@ -74,6 +80,14 @@ def slurm_cluster():
 
     state = Path(tempfile.mkdtemp(prefix="qbench-slurm-"))  # short: socket paths are limited
     env = dict(os.environ, SLURM_CONF=str(state / "slurm.conf"))
+    # A link left by a cluster killed before stop.sh (as a cancelled CI run leaves it):
+    # start.sh must see that no slurmctld runs there and take its place.
+    dead = None
+    if not os.path.lexists("/run/slurm/conf"):
+        dead = Path(tempfile.mkdtemp(prefix="qbench-slurm-dead-"))
+        (dead / "slurmctld.pid").write_text(f"{_a_dead_pid()}\n")
+        os.makedirs("/run/slurm", exist_ok=True)
+        os.symlink(dead, "/run/slurm/conf")
     started = time.monotonic()
     try:
         # five fake GPUs: the four measurements of one run and the failing one of the other start at once
@@ -81,6 +95,7 @@ def slurm_cluster():
     except BaseException:
         subprocess.run(["bash", str(SCRIPTS / "stop.sh"), str(state)], timeout=120)
         raise
+    assert os.readlink("/run/slurm/conf") == str(state)
     print(f"SLURM cluster up in {time.monotonic() - started:.1f} s ({state})")
     pids = {name: int((state / f"{name}.pid").read_text()) for name in DAEMONS}
     yield {"env": env, "state": state}
@@ -90,6 +105,8 @@ def slurm_cluster():
     assert stop.returncode == 0 and not left, f"daemons still running after stop.sh: {left}\n{stop.stderr}"
     assert not list(state.glob("*.pid")) and not os.path.lexists("/run/slurm/conf")
     shutil.rmtree(state, ignore_errors=True)
+    if dead:
+        shutil.rmtree(dead, ignore_errors=True)
 
 
 def _small_experiment(path, **overrides):

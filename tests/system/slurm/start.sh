@@ -149,8 +149,17 @@ if [ -e /etc/slurm/slurm.conf ]; then
     exit 1
 fi
 if [ -e /run/slurm/conf ] || [ -L /run/slurm/conf ]; then
-    echo "start.sh: /run/slurm/conf exists ($(readlink /run/slurm/conf || echo not a link)): another SLURM runs here" >&2
-    exit 1
+    OTHER=$(readlink /run/slurm/conf || true)
+    # A link left by a cluster whose slurmctld is gone (a run killed before stop.sh) is
+    # stale: replace it. A live one is another SLURM: leave it alone.
+    OTHER_PID=$(cat "$OTHER/slurmctld.pid" 2>/dev/null || true)
+    if [ -n "$OTHER" ] && [ "$(cat "/proc/${OTHER_PID:-0}/comm" 2>/dev/null)" != slurmctld ]; then
+        echo "start.sh: replacing the stale /run/slurm/conf -> $OTHER (no slurmctld runs there)" >&2
+        rm -f /run/slurm/conf
+    else
+        echo "start.sh: /run/slurm/conf exists (${OTHER:-not a link}): another SLURM runs here" >&2
+        exit 1
+    fi
 fi
 mkdir -p /run/slurm
 ln -s "$S" /run/slurm/conf
