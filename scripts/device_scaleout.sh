@@ -28,7 +28,10 @@ phase=${1:-wait}; budget=${2:-540}
 export PYTHONUNBUFFERED=1
 state=.qbench-cache/scaleout; mkdir -p "$state"
 if [ ! -d /tmp/site/snakemake ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site ${WHEELS:-.whl2}/*.whl >/dev/null 2>&1 || exit 1
+  # Compiled on install (no --no-compile), as a user's pip leaves them: the machine sets
+  # PYTHONDONTWRITEBYTECODE=1, so wheels without .pyc are compiled again by every process
+  # that imports them, Snakemake's own start included (docs/PERFORMANCE.md, eighth session).
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site ${WHEELS:-.whl2}/*.whl >/dev/null 2>&1 || exit 1
 fi
 export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
 t0=$(date +%s)

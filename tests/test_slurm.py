@@ -214,11 +214,13 @@ def test_a_failing_measurement_is_retried_then_reported_and_leaves_no_shard(slur
     work, rc, out = slurm_runs["failing"]
     assert rc != 0
     # the rule's own `retries:` wins over the profile's
-    rule = (REPO / "workflow" / "rules" / "measure.smk").read_text()
-    found = re.search(r"^\s+retries:\s*(\d+)", rule, flags=re.M)
-    retries = int(found.group(1)) if found else yaml.safe_load((PROFILE / "config.yaml").read_text())["retries"]
+    common = (REPO / "workflow" / "rules" / "common.smk").read_text()
+    retries = int(re.search(r"^MEASURE_RETRIES = (\d+) if workflow.is_main_process else 0$", common, flags=re.M)[1])
     attempts = SUBMITTED.findall(out)
     assert len(attempts) == retries + 1, out[-6000:]
+    # and only the submitting Snakemake retries: each SLURM job measured once
+    for _, slurm_log in attempts:
+        assert Path(slurm_log).read_text().count("localrule measure:") == 1, slurm_log
 
     jobs = _sacct(slurm_runs["env"], [job_id for job_id, _ in attempts])
     assert [jobs[job_id]["state"] for job_id, _ in attempts] == ["FAILED"] * (retries + 1)

@@ -102,6 +102,13 @@ MEASURE_PLAN = lane_plan(
 )
 
 
+# A measurement that dies (killed, a driver hiccup) is tried twice more by the Snakemake
+# that schedules it. A Snakemake started inside a cluster job runs it once: every level
+# applies the rule's `retries:`, so a failing SLURM job would otherwise run its measurement
+# 3 x 3 times, and the cluster would see 27 tries instead of 3 (seen in CI, 2026-11-27).
+MEASURE_RETRIES = 2 if workflow.is_main_process else 0
+
+
 def measure_priority(wildcards):
     """Lower rank runs first: the scheduler then follows the interleaved order (its own
     choice among equal priorities is arbitrary)."""

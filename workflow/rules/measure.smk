@@ -21,7 +21,7 @@ rule measure:
         qbench_attempt=lambda wildcards, attempt: attempt,
         qbench_gpu_lane=measure_lane,
         qbench_gpu_lanes=GPU_LANES,
-    retries: 2
+    retries: MEASURE_RETRIES
     conda:
         "../../envs/measure.yaml"
     log:
