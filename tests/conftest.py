@@ -22,6 +22,16 @@ TINY_LLAMA = WorkloadConfig(
 TINY_GEMM = WorkloadConfig(name="g", model="gemm", seq_len=4, in_features=64, out_features=48)
 
 
+@pytest.fixture(autouse=True)
+def bytecode_settings_kept():
+    """A test that leaves a bytecode prefix set makes every later test's processes share
+    its cache (one did, 2026-11-27): each test must put them back as it found them."""
+    before = (os.environ.get("PYTHONPYCACHEPREFIX"), os.environ.get("PYTHONDONTWRITEBYTECODE"), sys.pycache_prefix)
+    yield
+    after = (os.environ.get("PYTHONPYCACHEPREFIX"), os.environ.get("PYTHONDONTWRITEBYTECODE"), sys.pycache_prefix)
+    assert after == before, f"the test changed (PYTHONPYCACHEPREFIX, PYTHONDONTWRITEBYTECODE, sys.pycache_prefix): {before} -> {after}"
+
+
 @pytest.fixture
 def tiny_llama():
     return TINY_LLAMA

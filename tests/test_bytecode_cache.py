@@ -80,4 +80,6 @@ def test_bytecode_that_python_caches_itself_is_left_alone(tmp_path, monkeypatch)
     assert bytecode_cache.use(str(tmp_path / "ours"), probe="pkgx") == "QBENCH_BYTECODE_CACHE=1"
     assert os.environ["PYTHONPYCACHEPREFIX"] == str(tmp_path / "ours") and sys.pycache_prefix == str(tmp_path / "ours")
     assert "PYTHONDONTWRITEBYTECODE" not in os.environ and not sys.dont_write_bytecode
-    monkeypatch.delenv("PYTHONPYCACHEPREFIX")  # monkeypatch restores sys's attributes
+    # use() set it, not monkeypatch: delenv here would record use()'s value and put it back
+    # after the test, so every later test's processes would share this cache
+    del os.environ["PYTHONPYCACHEPREFIX"]  # monkeypatch restores sys's attributes

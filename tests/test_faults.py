@@ -253,7 +253,7 @@ def test_an_oom_cell_is_marked_and_the_sweep_goes_on(tmp_path):
     (oom.parent / ".rep=0.parquet.k2j3.tmp").write_bytes(b"PAR1 half a file")
     before = os.stat(oom).st_mtime_ns
 
-    proc = snakemake(work, cfg_path)
+    proc = snakemake(work, cfg_path)  # the report too: it warns about the cell
     assert jobs_run(proc.stdout + proc.stderr)["measure"] == 3  # the oom cell is not measured again
     assert os.stat(oom).st_mtime_ns == before
     summary = pd.read_csv(work / "results" / "summary.csv").set_index(["dtype", "batch"])

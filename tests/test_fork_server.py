@@ -34,6 +34,9 @@ from tests.test_faults import (
 
 SERVER_DIR = Path(".qbench-cache/fork-server")
 LOG = "logs/measure/tiny/dtype=fp16/batch=2/rep=0.log"
+# The target of runs that check shards and the server: the charts and the report (30-40 s
+# a run on a CI machine) are tested in test_workflow and test_charts_report.
+SUMMARY = "results/summary.csv"
 
 
 def is_fork_server(p: psutil.Process) -> bool:
@@ -109,8 +112,8 @@ def test_a_shard_through_the_server_is_like_one_made_in_process(tmp_path, no_ser
     made; the config key off starts no server; the server leaves when the run is over."""
     cfg = tiny_config(dtypes=("fp16", "w8a8"))
     on, off = tmp_path / "on", tmp_path / "off"
-    snakemake(on, write_config(on, cfg))
-    snakemake(off, write_config(off, {**cfg, "measure": {"fork_server": False}}))
+    snakemake(on, write_config(on, cfg), SUMMARY)
+    snakemake(off, write_config(off, {**cfg, "measure": {"fork_server": False}}), SUMMARY)
 
     on_shards, off_shards = shards_in(on), shards_in(off)
     assert [p.relative_to(on) for p in on_shards] == [p.relative_to(off) for p in off_shards] and len(on_shards) == 2
@@ -151,7 +154,7 @@ def test_a_failing_child_fails_the_job_and_leaves_no_shard(tmp_path, no_server_l
 @pytest.mark.workflow
 def test_a_killed_child_fails_its_try_and_the_retry_measures(tmp_path, no_server_left):
     work = tmp_path / "work"
-    run = start_snakemake(work, write_config(work, tiny_config(timing=LONG_JOBS)))
+    run = start_snakemake(work, write_config(work, tiny_config(timing=LONG_JOBS)), SUMMARY)
     wait_for(lambda: (work / SERVER_DIR).exists() and ": child " in server_log(work), timeout=120, what="a child")
     pid = child_pid(work)
     os.kill(pid, signal.SIGKILL)
@@ -167,7 +170,7 @@ def test_a_job_that_goes_away_takes_its_child_with_it(tmp_path, no_server_left):
     """Snakemake or a user kills the job: its child is terminated too (not left measuring
     beside the retry), and the retry measures."""
     work = tmp_path / "work"
-    run = start_snakemake(work, write_config(work, tiny_config(timing=LONG_JOBS)))
+    run = start_snakemake(work, write_config(work, tiny_config(timing=LONG_JOBS)), SUMMARY)
     wait_for(lambda: (work / SERVER_DIR).exists() and ": child " in server_log(work), timeout=120, what="a child")
     pid = child_pid(work)
     measure_process(run).kill()
@@ -183,7 +186,7 @@ def test_a_server_killed_during_a_job_falls_back_to_the_job_itself(tmp_path, no_
     """The server dies mid-measurement: its child dies with it (PR_SET_PDEATHSIG), and the
     job measures in its own process instead of hanging."""
     work = tmp_path / "work"
-    run = start_snakemake(work, write_config(work, tiny_config(timing=LONG_JOBS)))
+    run = start_snakemake(work, write_config(work, tiny_config(timing=LONG_JOBS)), SUMMARY)
     wait_for(lambda: (work / SERVER_DIR).exists() and ": child " in server_log(work), timeout=120, what="a child")
     pid = child_pid(work)
     (server,) = servers_in(work)
