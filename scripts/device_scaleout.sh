@@ -17,7 +17,8 @@
 #           base is the default sweep (gpu=1) as of commit 413120f (an A/B beside gpu1):
 #           no run bytecode cache (QBENCH_BYTECODE_CACHE=0), 3 profiled forwards in the
 #           breakdown (session 6's base, as of 7cd73b0, is in that commit's copy);
-#           PRETEST_K picks pretest's tests
+#           gpu1b is gpu1 again; PRETEST_K picks pretest's tests; STUDY_DTYPES and
+#           STUDY_REPEATS narrow the study
 #   wait  : wait, report progress, copy results
 # Needs .whl2/ (snakemake, torchao; WHEELS=.whl3 names a slimmer copy without torchao and pulp's CBC binaries; no vl-convert: charts and report are drawn off-GPU
 # from the copied results).
@@ -45,7 +46,13 @@ python3 - <<'PY'
 import yaml
 c = yaml.safe_load(open("config/config.yaml")); c["repeats"] = 1
 yaml.safe_dump(c, open(".qbench-cache/scaleout/warm.yaml", "w"))
-s = yaml.safe_load(open("config/w8a8.yaml")); s["repeats"] = 2
+# STUDY_DTYPES (names of config/w8a8.yaml's dtypes, space-separated) narrows the study to
+# what fits the device time left, e.g. "fp16 fp8-triton fp8-torchao"; STUDY_REPEATS sets its repeats
+import os
+s = yaml.safe_load(open("config/w8a8.yaml")); s["repeats"] = int(os.environ.get("STUDY_REPEATS", 2))
+keep = os.environ.get("STUDY_DTYPES", "").split()
+if keep:
+    s["dtypes"] = {k: v for k, v in s["dtypes"].items() if k in keep}
 yaml.safe_dump(s, open(".qbench-cache/scaleout/w8a8.yaml", "w"))
 # the default sweep with the timing defaults before 2026-11-26's fourth session (warm-up
 # >= 10 forwards and 25 ms, max_time_s 4): run beside gpu1 on the same card, an A/B
@@ -77,6 +84,7 @@ for r in ${RUNS:-pretest warm gpu1 gpu2 study}; do
       [ $rc = 0 ] || break ;;
     warm) run warm 2 $state/warm.yaml ;;
     gpu1) run gpu1 1 config/config.yaml ;;
+    gpu1b) run gpu1b 1 config/config.yaml ;;  # the same again: the stability pair, and a second overhead number
     gpu2) run gpu2 2 config/config.yaml ;;
     before) run before 1 $state/before.yaml ;;
     base) ( export QBENCH_BYTECODE_CACHE=0; run base 1 $state/base.yaml ) ;;
