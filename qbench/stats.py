@@ -214,33 +214,54 @@ def bootstrap_arrays(
     means = np.empty((t_sets, resamples))
     meds = np.empty((t_sets, resamples)) if medians else None
     cols = np.arange(n_max)
-    need_draws = medians or within
-    step = max(1, chunk_elems // (r * n_max if need_draws else r))
+    # without `within` a resample is whole repeats: the median comes from counting along
+    # each data set's samples, sorted once (_median_of_repeats), not from the draws
+    pooled_sorted = [_sorted_pool(values[t], lengths[t]) for t in range(t_sets)] if medians and not within else None
+    step = max(1, chunk_elems // (r * n_max if medians or within else r))
     total = t_sets * resamples
     flat_means, flat_meds = means.reshape(-1), meds.reshape(-1) if medians else None
     for start in range(0, total, step):
         stop = min(start + step, total)
         t_idx = np.arange(start, stop) // resamples
         reps = rng.integers(0, r, size=(stop - start, r))
-        if not need_draws:
+        if not within:
             flat_means[start:stop] = rep_means[t_idx[:, None], reps].mean(axis=1)
+            for t in np.unique(t_idx) if medians else ():
+                rows = np.flatnonzero(t_idx == t)
+                flat_meds[start + rows] = _median_of_repeats(*pooled_sorted[t], reps[rows], r)
             continue
         n = lengths[t_idx[:, None], reps]  # (b, r)
-        if within:
-            its = (rng.random((stop - start, r, n_max)) * n[..., None]).astype(np.int64)
-        else:
-            its = cols
+        its = (rng.random((stop - start, r, n_max)) * n[..., None]).astype(np.int64)
         draws = values[t_idx[:, None, None], reps[..., None], its]  # (b, r, n_max)
-        if within and not balanced:
+        if not balanced:
             draws = np.where(cols < n[..., None], draws, np.nan)
-        if within:
-            flat_means[start:stop] = (np.nansum(draws, axis=2) / n).mean(axis=1)
-        else:
-            flat_means[start:stop] = rep_means[t_idx[:, None], reps].mean(axis=1)
+        flat_means[start:stop] = (np.nansum(draws, axis=2) / n).mean(axis=1)
         if medians:
             pooled = draws.reshape(stop - start, -1)
             flat_meds[start:stop] = np.median(pooled, axis=1) if balanced else np.nanmedian(pooled, axis=1)
     return means, meds
+
+
+def _sorted_pool(values: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One data set's samples, all repeats pooled and sorted, and each one's repeat."""
+    keep = np.arange(values.shape[1]) < lengths[:, None]
+    rep_of = np.broadcast_to(np.arange(values.shape[0])[:, None], values.shape)[keep]
+    order = np.argsort(values[keep], kind="stable")
+    return values[keep][order], rep_of[order]
+
+
+def _median_of_repeats(sorted_values: np.ndarray, rep_of: np.ndarray, reps: np.ndarray, r: int) -> np.ndarray:
+    """The median of each resample's pooled samples, where a resample is whole repeats
+    drawn with replacement (reps, (b, r)): each sample counts as often as its repeat was
+    drawn, so the median is found by counting along the samples sorted once, not by
+    gathering and partitioning b pooled arrays. Equals np.median of the pooled draws (the
+    mean of the two middle values when their number is even)."""
+    counts = (reps[:, :, None] == np.arange(r)).sum(axis=1, dtype=np.int32)  # (b, r): draws of each repeat
+    weight = np.cumsum(counts[:, rep_of], axis=1, dtype=np.int32)  # (b, N): samples up to each sorted one
+    total = weight[:, -1]
+    lo = (weight <= ((total - 1) // 2)[:, None]).sum(axis=1)  # order statistics (total-1)//2
+    hi = (weight <= (total // 2)[:, None]).sum(axis=1)  # and total//2, 0-based
+    return (sorted_values[lo] + sorted_values[hi]) / 2
 
 
 def paired_bootstrap(

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from qbench.diagnostics import MAX_ADVICE, MIN_REPEATS, CellDiagnostics, advise, variance_components
-from qbench.stats import CellEstimate, StatsConfig, hierarchical_bootstrap, summarize, verdict
+from qbench.stats import CellEstimate, StatsConfig, bootstrap_arrays, hierarchical_bootstrap, summarize, verdict
 
 CFG = StatsConfig(resamples=2000, seed=1)
 
@@ -37,6 +37,22 @@ def test_unequal_repeat_lengths():
     # the mean of repeat means weights repeats equally: resamples are 1, 2 or 3
     assert set(np.round(np.unique(means), 6)) <= {1.0, 2.0, 3.0}
     assert abs(means.mean() - 2.0) < 0.05
+
+
+@pytest.mark.parametrize("chunk_elems", [4_000_000, 3_000], ids=["one chunk", "many chunks"])
+def test_bootstrap_medians_are_those_of_the_pooled_draws(chunk_elems):
+    """The medians counted along sorted samples equal np.median of each resample's pooled
+    repeats, drawn from the same generator: equal and unequal repeats, odd and even counts."""
+    rng = np.random.default_rng(1)
+    lengths = np.array([[40] * 5, [40, 30, 40, 12, 40], [1, 2, 3, 4, 5]])
+    values = rng.normal(10, 1, (3, 5, 40)).round(1)  # rounded: ties, as real timings have
+    values[np.arange(40) >= lengths[..., None]] = np.nan
+    _, meds = bootstrap_arrays(values, lengths, 500, np.random.default_rng(7), chunk_elems=chunk_elems)
+
+    draws = np.random.default_rng(7).integers(0, 5, size=(3 * 500, 5))  # the same stream, in one piece
+    expected = [np.median(np.concatenate([values[i // 500, k, : lengths[i // 500, k]] for k in row]))
+                for i, row in enumerate(draws)]  # fmt: skip
+    np.testing.assert_array_equal(meds.reshape(-1), expected)
 
 
 def test_single_repeat_has_no_interval():
