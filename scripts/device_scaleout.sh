@@ -20,7 +20,8 @@
 #           gpu1b is gpu1 again; PRETEST_K picks pretest's tests; STUDY_DTYPES and
 #           STUDY_REPEATS narrow the study
 #   wait  : wait, report progress, copy results
-# Needs .whl2/ (snakemake, torchao; WHEELS=.whl3 names a slimmer copy without torchao and pulp's CBC binaries; no vl-convert: charts and report are drawn off-GPU
+# Needs .whl2/ (snakemake, torchao; WHEELS=.whl3 names a slimmer copy without torchao and pulp's CBC binaries,
+# WHEELS=".whl3 .whl4" adds torchao's wheel to it; no vl-convert: charts and report are drawn off-GPU
 # from the copied results).
 set -uo pipefail
 # The device copy's .git can be stale: pass the commit measured, e.g.
@@ -32,7 +33,7 @@ if [ ! -d /tmp/site/snakemake ]; then
   # Compiled on install (no --no-compile), as a user's pip leaves them: the machine sets
   # PYTHONDONTWRITEBYTECODE=1, so wheels without .pyc are compiled again by every process
   # that imports them, Snakemake's own start included (docs/PERFORMANCE.md, eighth session).
-  python3 -m pip install -q --no-index --no-deps --target /tmp/site ${WHEELS:-.whl2}/*.whl >/dev/null 2>&1 || exit 1
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site $(for w in ${WHEELS:-.whl2}; do echo $w/*.whl; done) >/dev/null 2>&1 || exit 1
 fi
 export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
 t0=$(date +%s)

@@ -14,7 +14,7 @@ set -uo pipefail
 # Compiled on install (no --no-compile), as a user's pip leaves them: the machine sets
 # PYTHONDONTWRITEBYTECODE=1, so wheels without .pyc are compiled again by every process
 # that imports them, Snakemake's own start included (docs/PERFORMANCE.md, eighth session).
-python3 -m pip install -q --no-index --no-deps --target /tmp/site ${WHEELS:-.whl2}/*.whl >/dev/null 2>&1
+python3 -m pip install -q --no-index --no-deps --target /tmp/site $(for w in ${WHEELS:-.whl2}; do echo $w/*.whl; done) >/dev/null 2>&1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=$PWD/.qbench-cache/inductor
 out=${OUT:-/tmp/out}; mkdir -p "$out"
 nvidia-smi --query-gpu=name,uuid,driver_version,clocks.max.sm,power.limit --format=csv | tee "$out/gpu.csv"
