@@ -104,8 +104,9 @@ MEASURE_PLAN = lane_plan(
 
 # A measurement that dies (killed, a driver hiccup) is tried twice more by the Snakemake
 # that schedules it. A Snakemake started inside a cluster job runs it once: every level
-# applies the rule's `retries:`, so a failing SLURM job would otherwise run its measurement
-# 3 x 3 times, and the cluster would see 27 tries instead of 3 (seen in CI, 2026-11-27).
+# applies the rule's `retries:` (the job's Snakemake and the one srun starts), so a failing
+# cell's first SLURM job alone tried it 6 times, and its 3 jobs 10 times instead of 3 (CI,
+# 2026-11-27).
 MEASURE_RETRIES = 2 if workflow.is_main_process else 0
 
 
