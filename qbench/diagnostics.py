@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
+from scipy import special  # not scipy.stats: see qbench/stats.py
 
 UNSTABLE_CV = 0.10  # a cell whose samples vary by this much (CV) is flagged unstable
 MIN_REPEATS = 3  # fewer repeats than this give no usable interval
@@ -88,7 +88,7 @@ def repeats_needed(var_between, var_within, mean, iterations, target: float, con
     """Fewest repeats (at least MIN_REPEATS, at most MAX_ADVICE) of `iterations` each
     whose t interval of the mean is within ±target × mean. Broadcasts over arrays."""
     r = np.arange(MIN_REPEATS, MAX_ADVICE + 1)
-    t_over_sqrt_r = sps.t.ppf(0.5 + confidence / 2, r - 1) / np.sqrt(r)  # decreasing in r
+    t_over_sqrt_r = special.stdtrit(r - 1, 0.5 + confidence / 2) / np.sqrt(r)  # t quantiles, decreasing in r
     sd = np.sqrt(np.asarray(var_between, float) + np.asarray(var_within, float) / np.asarray(iterations, float))
     with np.errstate(invalid="ignore", divide="ignore"):  # sd 0: any count will do
         ratio = np.asarray(target, float) * np.asarray(mean, float) / sd  # the largest t/sqrt(r) allowed
