@@ -107,6 +107,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
 # scipy.special, not scipy.stats: stats.t.ppf and stats.norm.ppf are these functions, bit
 # for bit, and scipy.stats costs every aggregate job 0.8 s more to import (2-core VM)
 from scipy import special

@@ -29,7 +29,9 @@ def bytecode_settings_kept():
     before = (os.environ.get("PYTHONPYCACHEPREFIX"), os.environ.get("PYTHONDONTWRITEBYTECODE"), sys.pycache_prefix)
     yield
     after = (os.environ.get("PYTHONPYCACHEPREFIX"), os.environ.get("PYTHONDONTWRITEBYTECODE"), sys.pycache_prefix)
-    assert after == before, f"the test changed (PYTHONPYCACHEPREFIX, PYTHONDONTWRITEBYTECODE, sys.pycache_prefix): {before} -> {after}"
+    assert after == before, (
+        f"the test changed (PYTHONPYCACHEPREFIX, PYTHONDONTWRITEBYTECODE, sys.pycache_prefix): {before} -> {after}"
+    )
 
 
 @pytest.fixture
@@ -60,5 +62,7 @@ def run_snakemake(args, cwd=REPO, check=True, timeout=900, env=None):
         env=full,
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+        )
     return proc
