@@ -14,9 +14,7 @@ phase=${1:-wait}; budget=${2:-540}
 export PYTHONUNBUFFERED=1
 state=.qbench-cache/device; mkdir -p "$state"
 if [ ! -d /tmp/site/snakemake ]; then
-  # Compiled on install (no --no-compile), as a user's pip leaves them: the machine sets
-  # PYTHONDONTWRITEBYTECODE=1, so wheels without .pyc are compiled again by every process
-  # that imports them, Snakemake's own start included (docs/PERFORMANCE.md, eighth session).
+  # compiled on install: why in scripts/device_scaleout.sh
   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || exit 1
 fi
 export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH

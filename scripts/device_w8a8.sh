@@ -11,9 +11,7 @@
 set -uo pipefail
 # The device copy's .git can be stale: pass the commit measured, e.g.
 #   QBENCH_GIT_COMMIT=$(git rev-parse HEAD) in the command (qbench.device.git_commit reads it).
-# Compiled on install (no --no-compile), as a user's pip leaves them: the machine sets
-# PYTHONDONTWRITEBYTECODE=1, so wheels without .pyc are compiled again by every process
-# that imports them, Snakemake's own start included (docs/PERFORMANCE.md, eighth session).
+# compiled on install: why in scripts/device_scaleout.sh
 python3 -m pip install -q --no-index --no-deps --target /tmp/site $(for w in ${WHEELS:-.whl2}; do echo $w/*.whl; done) >/dev/null 2>&1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=$PWD/.qbench-cache/inductor
 out=${OUT:-/tmp/out}; mkdir -p "$out"
