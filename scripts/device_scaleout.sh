@@ -17,7 +17,8 @@
 #           base is the default sweep (gpu=1) as of commit 413120f (an A/B beside gpu1):
 #           no run bytecode cache (QBENCH_BYTECODE_CACHE=0), 3 profiled forwards in the
 #           breakdown (session 6's base, as of 7cd73b0, is in that commit's copy);
-#           gpu1b is gpu1 again; PRETEST_K picks pretest's tests; STUDY_DTYPES and
+#           gpu1b is gpu1 again; spread is fp16 at batch 128 in 10 repeats, each profiled
+#           (3 forwards), to compare the processes' kernels; PRETEST_K picks pretest's tests; STUDY_DTYPES and
 #           STUDY_REPEATS narrow the study
 #   wait  : wait, report progress, copy results
 # Needs .whl2/ (snakemake, torchao; WHEELS=.whl3 names a slimmer copy without torchao and pulp's CBC binaries,
@@ -66,6 +67,12 @@ yaml.safe_dump(c, open(".qbench-cache/scaleout/base.yaml", "w"))
 c = yaml.safe_load(open("config/config.yaml")); c.update(batch_sizes=[128, 256], repeats=4)
 c["timing"].update(max_time_s=2)
 yaml.safe_dump(c, open(".qbench-cache/scaleout/lanes.yaml", "w"))
+# where fp16 batch 128's repeats differ (0.6% between processes on some cards): 10 repeats,
+# each with 3 profiled forwards, so each process's kernels and their times can be compared
+c = yaml.safe_load(open("config/config.yaml"))
+c.update(batch_sizes=[128], repeats=10, dtypes={k: v for k, v in c["dtypes"].items() if k == c["baseline"]})
+c["breakdown"].update(repeats=10, forwards=3)
+yaml.safe_dump(c, open(".qbench-cache/scaleout/spread.yaml", "w"))
 PY
 run() {  # name gpus configfile
   rm -rf results logs
@@ -98,6 +105,7 @@ for r in ${RUNS:-pretest warm gpu1 gpu2 study}; do
     firstcall)  # where a job's first compiled call goes, and a fork-server pre-warm (scripts/bench_first_call.py)
       timeout 300 python3 scripts/bench_first_call.py --scheme w8a8-int8 --batch 128 --rounds 2 --profile --variants child,optional,norblock \
         --json $state/firstcall.jsonl > $state/firstcall.log 2>&1; echo "DONE firstcall rc=$?" ;;
+    spread) run spread 1 $state/spread.yaml ;;
     study) run study ${STUDY_GPUS:-2} $state/w8a8.yaml ;;
   esac
 done
@@ -110,7 +118,7 @@ while ! grep -q ALLDONE "$state/job.log" 2>/dev/null && [ $(( $(date +%s) - t0 )
 tail -25 "$state/job.log"
 for f in "$state"/*.log; do [ -f "$f" ] && echo "$(basename $f): $(grep -E 'steps \(' "$f" | tail -1)"; done
 ls results/shards/*/ 2>/dev/null | head -3
-for d in "$state"/warm "$state"/gpu1 "$state"/gpu2 "$state"/before "$state"/base "$state"/lanes "$state"/norblock "$state"/study; do
+for d in "$state"/warm "$state"/gpu1 "$state"/gpu1b "$state"/gpu2 "$state"/before "$state"/base "$state"/lanes "$state"/norblock "$state"/spread "$state"/study; do
   [ -d "$d" ] || continue
   n=$(basename "$d")
   tar czf "$OUT/$n.tgz" -C "$state" "$n" "wall-$n.txt" "$n.log" 2>/dev/null
