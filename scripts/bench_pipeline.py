@@ -9,7 +9,12 @@ markdown tables:
   (compile), warm-up;
 - stability (two runs): per cell, whether the intervals overlap and how far the means
   differ (goal: overlap everywhere, < 1%); and the same per card, for the repeats both runs
-  measured on one GPU (a one-card run beside a two-card run differs by the cards too).
+  measured on one GPU (a one-card run beside a two-card run differs by the cards too);
+- with --windows: whether a longer timed loop would narrow the intervals. Per cell, the
+  spread (sd, % of the mean) of the repeats' means over each loop's first 2, 4, 6 and 8 s,
+  on the repeats whose loops ran that long. Where it does not shrink from 2 s to 8 s, the
+  repeats differ by more than their loops' sampling (the process, the card's power and
+  temperature between jobs), and only more repeats narrow the interval.
 
     python scripts/bench_pipeline.py --run results-1:612 --run results-2:540 [--json out.json]
 
@@ -46,7 +51,37 @@ def load(spec: str) -> dict:
     shards = read_shards(sorted((root / "shards").rglob("*.parquet")))
     per_job = shards.groupby(["workload", "dtype", "batch", "rep"]).first()
     per_job["job_mean_ms"] = shards.groupby(["workload", "dtype", "batch", "rep"])["latency_ms"].mean()
-    return {"name": path, "wall_s": float(wall) if wall else float("nan"), "summary": summary, "jobs": per_job}
+    return {"name": path, "wall_s": float(wall) if wall else float("nan"), "summary": summary, "jobs": per_job,
+            "shards": shards}  # fmt: skip
+
+
+WINDOWS_S = (2, 4, 6, 8)
+
+
+def windows(run: dict, windows_s=WINDOWS_S) -> pd.DataFrame:
+    """Per cell: the sd (as % of the cell's mean) of the repeats' means over the first W
+    seconds of each timed loop (time = the samples' latencies summed), for each W in
+    `windows_s`, over the repeats whose loops reached W (`n_W`: how many). The spread that
+    a loop of W seconds leaves between repeats."""
+    s = run["shards"]
+    s = s[s["status"].isin(["ok", "inaccurate"]) & s["latency_ms"].notna()] if "status" in s else s
+    rows = []
+    for cell, c in s.groupby(["workload", "dtype", "batch"]):
+        means = {w: [] for w in windows_s}
+        for _, r in c.groupby("rep"):
+            x = r.sort_values("iteration")["latency_ms"].to_numpy()
+            t = x.cumsum() / 1000
+            for w in windows_s:
+                if len(x) and t[-1] >= w * 0.95:  # loops stop on the clock, a sample past or short of it
+                    means[w].append(x[t <= w * 1.0001 + x[0] / 1000].mean())
+        row = dict(zip(["workload", "dtype", "batch"], cell))
+        ref = c["latency_ms"].mean()
+        for w in windows_s:
+            m = pd.Series(means[w], dtype=float)
+            row[f"sd_{w}s_pct"] = 100 * m.std() / ref if len(m) >= 2 else float("nan")
+            row[f"n_{w}s"] = len(m)
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def precision(run: dict) -> pd.DataFrame:
@@ -255,6 +290,7 @@ def main() -> None:
     ap.add_argument("--no-warmup", action="store_true", help="--workflow: the compile cache in --workdir is warm")
     ap.add_argument("--cores", default="2", help="--workflow: snakemake --cores (default 2)")
     ap.add_argument("--gpus", type=int, default=1, help="--workflow: snakemake --resources gpu=N (default 1)")
+    ap.add_argument("--windows", action="store_true", help="--run: the repeats' spread over each loop's first 2-8 s")
     ap.add_argument("--json")
     args = ap.parse_args()
     if args.workflow:
@@ -273,6 +309,10 @@ def main() -> None:
         print(f"worst half-width {p['half_width_pct'].max():.3f}% (goal <= 0.5%)")
         print("\n".join(f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in o.items()))
         entry = {"overhead": o, "precision": p.to_dict("records")}
+        if args.windows:
+            w = windows(run)
+            print(f"\n### the repeats' spread by loop length\n\n{w.round(3).to_markdown(index=False)}\n")
+            entry["windows"] = w.to_dict("records")
         if run["jobs"]["gpu_index"].nunique() > 1:
             g = per_gpu(run)
             print(f"\n### per GPU\n\n{g.round(3).to_markdown(index=False)}\n")

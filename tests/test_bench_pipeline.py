@@ -48,3 +48,32 @@ def test_a_card_that_moved_is_caught_and_one_repeat_gives_no_verdict():
     assert "GPU-B" not in c.index
     lone = run([(0, "GPU-A", 100.0)])
     assert bp.stability_per_card(a, lone).iloc[0]["overlap"] is None
+
+
+def shards(cells: dict[str, list[np.ndarray]]) -> dict:
+    """A run's samples: per dtype, one latency series (ms) per repeat."""
+    rows = [
+        {"workload": "w", "dtype": d, "batch": 128, "rep": r, "iteration": i, "latency_ms": x, "status": "ok"}
+        for d, reps in cells.items()
+        for r, series in enumerate(reps)
+        for i, x in enumerate(series)
+    ]
+    return {"shards": pd.DataFrame(rows)}
+
+
+def test_windows_tell_a_spread_between_processes_from_one_a_longer_loop_averages_out():
+    bp = bench_pipeline()
+    rng = np.random.default_rng(0)
+    # 100 ms samples: 80 of them are an 8 s loop
+    offsets = [-0.5, 0.3, 0.0, 0.4, -0.2]  # ms: each process its own level, the whole loop long
+    per_process = [100 + o + rng.normal(0, 0.05, 80) for o in offsets]
+    # one level for all, a slow swing in a random phase: a short window catches a part of it
+    swings = [100 + np.sin(np.arange(80) / 6 + rng.uniform(0, 6.3)) for _ in offsets]
+    short = [100 + rng.normal(0, 0.05, 30)]  # a 3 s loop: counted at 2 s only
+    w = bp.windows(shards({"process": per_process, "swing": swings, "short": short + per_process[:1]})).set_index("dtype")
+    assert w.loc["process", "n_8s"] == 5 and w.loc["short", "n_2s"] == 2 and w.loc["short", "n_4s"] == 1
+    assert np.isnan(w.loc["short", "sd_4s_pct"])  # one repeat has no spread
+    p = w.loc["process"]
+    assert 0.3 < p["sd_2s_pct"] < 0.45 and abs(p["sd_8s_pct"] - p["sd_2s_pct"]) < 0.05
+    s = w.loc["swing"]
+    assert s["sd_8s_pct"] < s["sd_2s_pct"] / 2
