@@ -63,8 +63,9 @@ class CellConfig:
         cell from one config share it, and a changed config shows in it."""
         d = self.as_dict()
         d.pop("rep")
-        if d["dtype"].get("smoothquant") is None:  # added later: unset keeps earlier runs' hashes
-            d["dtype"].pop("smoothquant", None)
+        for key in ("smoothquant", "act_group_size"):  # added later: unset keeps earlier runs' hashes
+            if d["dtype"].get(key) is None:
+                d["dtype"].pop(key, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -116,6 +117,12 @@ class Experiment:
         baseline = config.get("baseline", "fp16")
         if dtypes and baseline not in dtypes:
             problems.append(f"baseline: {baseline!r} is not among the dtypes {sorted(dtypes)}")
+        for d in dtypes.values():  # a group is one SiLU*mul tile's width: it must divide the layer's
+            g = d.act_group_size
+            for w in workloads.values():
+                if isinstance(g, int) and g > 0 and w.model == "llama" and w.intermediate % g:
+                    problems.append(f"dtypes.{d.name}.act_group_size: {g} does not divide workload "
+                                    f"{w.name}'s intermediate size {w.intermediate}")  # fmt: skip
         repeats = config.get("repeats", 5)
         if not isinstance(repeats, int) or repeats < 1:
             problems.append(f"repeats: must be an integer >= 1, got {repeats!r}")

@@ -86,6 +86,10 @@ class DtypeConfig:
     tolerance: float | None = None  # relative error vs the fp16 model; None: the scheme's default
     # SmoothQuant's migration strength alpha, or None for no smoothing; `true` means 0.5
     smoothquant: float | None = None
+    # impl triton: the down projection's input quantized per token and per group of this
+    # many channels, in the SiLU*mul GEMM's epilogue (DeepSeek-V3's 1x128 activation
+    # tiles); None: one scale per token, by a kernel of its own
+    act_group_size: int | None = None
 
     @classmethod
     def from_dict(cls, name: str, spec: dict) -> "DtypeConfig":
@@ -112,6 +116,12 @@ class DtypeConfig:
                 out.append(f"dtypes.{self.name}.smoothquant: smoothing is for w8a8 schemes, not {self.scheme!r}")
             if isinstance(self.smoothquant, bool) or not isinstance(self.smoothquant, (int, float)) or not 0 < self.smoothquant < 1:
                 out.append(f"dtypes.{self.name}.smoothquant: alpha must be a number in (0, 1) or true, got {self.smoothquant!r}")
+        g = self.act_group_size
+        if g is not None:
+            if self.impl != "triton":
+                out.append(f"dtypes.{self.name}.act_group_size: groups are the triton impl's, not {self.impl!r}'s")
+            if isinstance(g, bool) or not isinstance(g, int) or g < 32 or g & (g - 1):
+                out.append(f"dtypes.{self.name}.act_group_size: must be a power of two >= 32 (e.g. 128), got {g!r}")
         return out
 
 

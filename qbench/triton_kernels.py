@@ -67,6 +67,31 @@ def _jit(fn):
 
 
 @_jit
+def _to_grid(x, amax, QMAX: tl.constexpr, IS_INT: tl.constexpr, EXACT: tl.constexpr):
+    # x / (amax / QMAX) clamped and rounded onto the int8 or e4m3 grid, still in fp32 (the
+    # caller casts); amax broadcasts against x (a row's, or each row's of a tile)
+    if EXACT:
+        y = tl.minimum(tl.maximum(x / (amax / QMAX), -QMAX), QMAX)  # torch's very operations
+    else:
+        y = tl.minimum(tl.maximum(x * (QMAX / amax), -QMAX), QMAX)  # a multiply, not a divide per element
+    if IS_INT:
+        r = tl.floor(y + 0.5)
+        y = tl.where((r - y == 0.5) & (r % 2.0 != 0.0), r - 1.0, r)  # ties to even, as torch rounds
+    elif EXACT:
+        # the interpreter's fp8 cast loses the carry when rounding up to the next power of
+        # two: round onto the e4m3 grid first (3 mantissa bits, subnormals share 2^-6's
+        # step, ties to even) so the cast is exact. Too many special-function ops per
+        # element for the GPU, whose cast rounds to nearest even in hardware.
+        a = tl.abs(y)
+        step = tl.exp2(tl.floor(tl.log2(tl.maximum(a, 0.015625))) - 3.0)
+        t = a / step
+        r = tl.floor(t + 0.5)
+        r = tl.where((r - t == 0.5) & (r % 2.0 == 1.0), r - 1.0, r)
+        y = tl.where(y < 0, -r * step, r * step)
+    return y
+
+
+@_jit
 def _quantize_rows_kernel(
     x_ptr, w_ptr, q_ptr, s_ptr, N, stride_x, stride_q, eps,
     QMAX: tl.constexpr, MODE: tl.constexpr, IS_INT: tl.constexpr, BLOCK: tl.constexpr, EXACT: tl.constexpr,
@@ -84,49 +109,39 @@ def _quantize_rows_kernel(
         up = tl.load(x_ptr + row * stride_x + N + cols, mask=mask, other=0.0).to(tl.float32)
         x = x / (1.0 + tl.exp(-x)) * up
     amax = tl.maximum(tl.max(tl.abs(x), axis=0), 1e-8)
-    scale = amax / QMAX
-    if EXACT:
-        y = tl.minimum(tl.maximum(x / scale, -QMAX), QMAX)  # torch's very operations
-    else:
-        y = tl.minimum(tl.maximum(x * (QMAX / amax), -QMAX), QMAX)  # a multiply, not a divide per element
-    if IS_INT:
-        r = tl.floor(y + 0.5)
-        y = tl.where((r - y == 0.5) & (r % 2.0 != 0.0), r - 1.0, r)  # ties to even, as torch rounds
-    elif EXACT:
-        # the interpreter's fp8 cast loses the carry when rounding up to the next power of
-        # two: round onto the e4m3 grid first (3 mantissa bits, subnormals share 2^-6's
-        # step, ties to even) so the cast is exact. Too many special-function ops per
-        # element for the GPU, whose cast rounds to nearest even in hardware.
-        a = tl.abs(y)
-        step = tl.exp2(tl.floor(tl.log2(tl.maximum(a, 0.015625))) - 3.0)
-        t = a / step
-        r = tl.floor(t + 0.5)
-        r = tl.where((r - t == 0.5) & (r % 2.0 == 1.0), r - 1.0, r)
-        y = tl.where(y < 0, -r * step, r * step)
-    y = y.to(q_ptr.dtype.element_ty)
+    y = _to_grid(x, amax, QMAX, IS_INT, EXACT).to(q_ptr.dtype.element_ty)
     tl.store(q_ptr + row * stride_q + cols, y, mask=mask)
-    tl.store(s_ptr + row, scale)
+    tl.store(s_ptr + row, amax / QMAX)
 
 
 @_jit
 def _gemm_epilogue(
-    acc, pid_m, pid_n, c_ptr, sa_ptr, sb_ptr, r_ptr, M, N, stride_cm, stride_cn, stride_rm, stride_rn,
+    acc, pid_m, pid_n, c_ptr, sa_ptr, sb_ptr, r_ptr, qs_ptr, M, N, stride_cm, stride_cn, stride_rm, stride_rn,
     HAS_RESIDUAL: tl.constexpr, SWIGLU: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    A_GROUP: tl.constexpr, Q_OUT: tl.constexpr, QMAX: tl.constexpr, IS_INT: tl.constexpr, EXACT: tl.constexpr,
 ):  # fmt: skip
     # Both GEMM kernels' epilogue for the (pid_m, pid_n) tile: dequantize by the per-token
     # and per-channel scales, then silu(gate) * up (SWIGLU: B's rows interleaved by
     # `swiglu_interleave`, N // 2 columns out) or + the residual, stored in C's dtype.
+    # A_GROUP: A's scales were applied in the mainloop (per group of K), only B's are left.
+    # Q_OUT (SWIGLU only): the tile's silu(gate) * up is quantized per row and stored as
+    # 8-bit codes, its scales at qs[pid_n, row] (_store_quantized).
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    sa = tl.load(sa_ptr + offs_m, mask=offs_m < M, other=0.0)
     sb = tl.load(sb_ptr + offs_n, mask=offs_n < N, other=0.0)
-    c = acc.to(tl.float32) * sa[:, None] * sb[None, :]
+    if A_GROUP > 0:
+        c = acc * sb[None, :]
+    else:
+        sa = tl.load(sa_ptr + offs_m, mask=offs_m < M, other=0.0)
+        c = acc.to(tl.float32) * sa[:, None] * sb[None, :]
     rows = offs_m.to(tl.int64)[:, None]
     if SWIGLU:
         gate, up = tl.split(tl.permute(tl.reshape(c, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
         h = gate / (1.0 + tl.exp(-gate)) * up
         offs_h = pid_n * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
         mask_h = (offs_m[:, None] < M) & (offs_h[None, :] < N // 2)
+        if Q_OUT:
+            h = _quantize_tile(h, pid_n, offs_m, qs_ptr, M, QMAX, IS_INT, EXACT)
         tl.store(c_ptr + rows * stride_cm + offs_h[None, :] * stride_cn, h.to(c_ptr.dtype.element_ty), mask=mask_h)
     else:
         mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
@@ -137,11 +152,41 @@ def _gemm_epilogue(
 
 
 @_jit
+def _quantize_tile(h, pid_n, offs_m, qs_ptr, M, QMAX: tl.constexpr, IS_INT: tl.constexpr, EXACT: tl.constexpr):
+    # A (rows, group) tile of activations onto the 8-bit grid, one scale per row: the
+    # per-token quantization of a group of channels, written where the activation is made
+    # (the SiLU*mul epilogue), so the 16-bit activation never reaches memory. The scales
+    # go to qs (groups, M), group-major: the next GEMM's mainloop reads one group's column
+    # of them per K step, contiguous.
+    amax = tl.maximum(tl.max(tl.abs(h), axis=1), 1e-8)
+    tl.store(qs_ptr + pid_n.to(tl.int64) * M + offs_m, amax / QMAX, mask=offs_m < M)
+    return _to_grid(h, amax[:, None], QMAX, IS_INT, EXACT)
+
+
+@_jit
+def _scaled_dot(a, b, acc, sa_ptr, offs_m, ki, M, IS_INT: tl.constexpr, BLOCK_K: tl.constexpr, A_GROUP: tl.constexpr):
+    # acc + a @ b: 8-bit operands, int32 or fp32 sums. A_GROUP: A has a scale per row and
+    # group of A_GROUP columns (sa: (K // A_GROUP, M)); each K step's partial sum is scaled
+    # by its group's row scales into an fp32 accumulator (BLOCK_K divides A_GROUP)
+    if A_GROUP > 0:
+        sa = tl.load(sa_ptr + (ki * BLOCK_K) // A_GROUP * M + offs_m, mask=offs_m < M, other=0.0)  # int32: w8a8_gemm checks
+        if IS_INT:
+            part = tl.dot(a, b, out_dtype=tl.int32).to(tl.float32)
+        else:
+            part = tl.dot(a, b)
+        return acc + part * sa[:, None]
+    if IS_INT:
+        return tl.dot(a, b, acc, out_dtype=tl.int32)
+    return tl.dot(a, b, acc)
+
+
+@_jit
 def _w8a8_gemm_kernel(
-    a_ptr, b_ptr, c_ptr, sa_ptr, sb_ptr, r_ptr, M, N, K,
+    a_ptr, b_ptr, c_ptr, sa_ptr, sb_ptr, r_ptr, qs_ptr, M, N, K,
     stride_am, stride_ak, stride_bn, stride_bk, stride_cm, stride_cn, stride_rm, stride_rn,
     IS_INT: tl.constexpr, HAS_RESIDUAL: tl.constexpr, EVEN_K: tl.constexpr, SWIGLU: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    A_GROUP: tl.constexpr, Q_OUT: tl.constexpr, QMAX: tl.constexpr, EXACT: tl.constexpr,
 ):  # fmt: skip
     # C[m, n] = (sum_k A[m, k] B[n, k]) * sa[m] * sb[n] (+ R[m, n]); B is the (N, K) weight.
     # SWIGLU: B's rows come in blocks of BLOCK_N // 2 gate rows then the matching up rows
@@ -163,7 +208,7 @@ def _w8a8_gemm_kernel(
     bn = (offs_n % N).to(tl.int64)
     a_ptrs = a_ptr + am[:, None] * stride_am + offs_k[None, :] * stride_ak
     b_ptrs = b_ptr + offs_k[:, None] * stride_bk + bn[None, :] * stride_bn
-    if IS_INT:
+    if IS_INT and A_GROUP == 0:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -175,15 +220,12 @@ def _w8a8_gemm_kernel(
             rem = K - k * BLOCK_K
             a = tl.load(a_ptrs, mask=offs_k[None, :] < rem, other=0.0)
             b = tl.load(b_ptrs, mask=offs_k[:, None] < rem, other=0.0)
-        if IS_INT:
-            acc = tl.dot(a, b, acc, out_dtype=tl.int32)
-        else:
-            acc = tl.dot(a, b, acc)
+        acc = _scaled_dot(a, b, acc, sa_ptr, offs_m, k, M, IS_INT, BLOCK_K, A_GROUP)
         a_ptrs += BLOCK_K * stride_ak
         b_ptrs += BLOCK_K * stride_bk
     _gemm_epilogue(
-        acc, pid_m, pid_n, c_ptr, sa_ptr, sb_ptr, r_ptr, M, N, stride_cm, stride_cn, stride_rm, stride_rn,
-        HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N,
+        acc, pid_m, pid_n, c_ptr, sa_ptr, sb_ptr, r_ptr, qs_ptr, M, N, stride_cm, stride_cn, stride_rm, stride_rn,
+        HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N, A_GROUP, Q_OUT, QMAX, IS_INT, EXACT,
     )  # fmt: skip
 
 
@@ -206,8 +248,9 @@ def _grouped_tile(tile, num_pid_m, per_group, GROUP_M: tl.constexpr):
 
 @_jit
 def _gemm_epilogue_tma(
-    acc, pid_m, pid_n, c_desc, sa_ptr, sb_ptr, r_desc, M, N,
+    acc, pid_m, pid_n, c_desc, sa_ptr, sb_ptr, r_desc, qs_ptr, M, N,
     HAS_RESIDUAL: tl.constexpr, SWIGLU: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    A_GROUP: tl.constexpr, Q_OUT: tl.constexpr, QMAX: tl.constexpr, IS_INT: tl.constexpr, EXACT: tl.constexpr,
 ):  # fmt: skip
     # _gemm_epilogue with C (and R) through tensor descriptors of block [BLOCK_M,
     # BLOCK_N // 2]. A TMA store is asynchronous: the tile drains from shared memory to
@@ -220,16 +263,22 @@ def _gemm_epilogue_tma(
     HALF: tl.constexpr = BLOCK_N // 2
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, HALF)
-    sa = tl.load(sa_ptr + offs_m, mask=offs_m < M, other=0.0)
     sb0 = tl.load(sb_ptr + offs_n, mask=offs_n < N, other=0.0)
     sb1 = tl.load(sb_ptr + HALF + offs_n, mask=HALF + offs_n < N, other=0.0)
     acc0, acc1 = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, HALF)), (0, 2, 1)))
     # the same products, in the same order, as _gemm_epilogue's
-    c0 = acc0.to(tl.float32) * sa[:, None] * sb0[None, :]
-    c1 = acc1.to(tl.float32) * sa[:, None] * sb1[None, :]
+    if A_GROUP > 0:
+        c0 = acc0 * sb0[None, :]
+        c1 = acc1 * sb1[None, :]
+    else:
+        sa = tl.load(sa_ptr + offs_m, mask=offs_m < M, other=0.0)
+        c0 = acc0.to(tl.float32) * sa[:, None] * sb0[None, :]
+        c1 = acc1.to(tl.float32) * sa[:, None] * sb1[None, :]
     row = pid_m * BLOCK_M
     if SWIGLU:
         h = c0 / (1.0 + tl.exp(-c0)) * c1
+        if Q_OUT:
+            h = _quantize_tile(h, pid_n, offs_m, qs_ptr, M, QMAX, IS_INT, EXACT)
         c_desc.store([row, pid_n * HALF], h.to(c_desc.dtype))
     else:
         col = pid_n * BLOCK_N
@@ -244,10 +293,11 @@ def _gemm_epilogue_tma(
 
 @_jit
 def _w8a8_gemm_tma_kernel(
-    a_desc, b_desc, c_desc, r_desc, c_ptr, sa_ptr, sb_ptr, r_ptr, M, N, K, stride_cm, stride_cn, stride_rm, stride_rn,
+    a_desc, b_desc, c_desc, r_desc, c_ptr, sa_ptr, sb_ptr, r_ptr, qs_ptr, M, N, K, stride_cm, stride_cn, stride_rm, stride_rn,
     IS_INT: tl.constexpr, HAS_RESIDUAL: tl.constexpr, SWIGLU: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     NUM_SMS: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, FLATTEN: tl.constexpr, TMA_STORE: tl.constexpr,
+    A_GROUP: tl.constexpr, Q_OUT: tl.constexpr, QMAX: tl.constexpr, EXACT: tl.constexpr,
 ):  # fmt: skip
     # The same GEMM and epilogue as _w8a8_gemm_kernel, persistent (one program per SM
     # walks the tiles) with A and B tiles fetched by TMA (tensor descriptors; edges read
@@ -270,27 +320,26 @@ def _w8a8_gemm_tma_kernel(
         tile_c = start - NUM_SMS
     for tile in tl.range(start, num_pid_m * num_pid_n, NUM_SMS, flatten=FLATTEN, warp_specialize=WARP_SPECIALIZE):
         pid_m, pid_n = _grouped_tile(tile, num_pid_m, per_group, GROUP_M)
-        if IS_INT:
+        if IS_INT and A_GROUP == 0:
             acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
         else:
             acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        offs_am = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         for ki in range(k_tiles):
             a = a_desc.load([pid_m * BLOCK_M, ki * BLOCK_K])
             b = b_desc.load([pid_n * BLOCK_N, ki * BLOCK_K])
-            if IS_INT:
-                acc = tl.dot(a, b.T, acc, out_dtype=tl.int32)
-            else:
-                acc = tl.dot(a, b.T, acc)
+            acc = _scaled_dot(a, b.T, acc, sa_ptr, offs_am, ki, M, IS_INT, BLOCK_K, A_GROUP)
         if TMA_STORE:
             tile_c += NUM_SMS
             pid_mc, pid_nc = _grouped_tile(tile_c, num_pid_m, per_group, GROUP_M)
             _gemm_epilogue_tma(
-                acc, pid_mc, pid_nc, c_desc, sa_ptr, sb_ptr, r_desc, M, N, HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N
-            )
+                acc, pid_mc, pid_nc, c_desc, sa_ptr, sb_ptr, r_desc, qs_ptr, M, N, HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N,
+                A_GROUP, Q_OUT, QMAX, IS_INT, EXACT,
+            )  # fmt: skip
         else:
             _gemm_epilogue(
-                acc, pid_m, pid_n, c_ptr, sa_ptr, sb_ptr, r_ptr, M, N, stride_cm, stride_cn, stride_rm, stride_rn,
-                HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N,
+                acc, pid_m, pid_n, c_ptr, sa_ptr, sb_ptr, r_ptr, qs_ptr, M, N, stride_cm, stride_cn, stride_rm, stride_rn,
+                HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N, A_GROUP, Q_OUT, QMAX, IS_INT, EXACT,
             )  # fmt: skip
 
 
@@ -403,31 +452,50 @@ def silu_mul_quant(gate_up: torch.Tensor, qdtype: torch.dtype):
 def w8a8_gemm(
     a: torch.Tensor, a_scale: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor,
     out_dtype: torch.dtype = torch.float16, residual: torch.Tensor | None = None,
-    config: dict | None = None, swiglu_block: int | None = None,
-) -> torch.Tensor:  # fmt: skip
+    config: dict | None = None, swiglu_block: int | None = None, a_group: int | None = None,
+    quantize_out: bool = False,
+):  # fmt: skip
     """(a @ w.T) * a_scale * w_scale (+ residual) in `out_dtype`: a (M, K) and w (N, K) both
     int8 or both fp8 e4m3, a_scale (M, 1) and w_scale (1, N) or (N,) fp32.
     With `swiglu_block` (w and w_scale from `swiglu_interleave(..., swiglu_block)`), the
-    result is silu(gate) * up, (M, N // 2), computed in the epilogue."""
+    result is silu(gate) * up, (M, N // 2), computed in the epilogue; with `quantize_out`
+    too, that result leaves quantized in a's dtype, per row and group of `swiglu_block`
+    columns: (codes (M, N // 2), scales (N // 2 // swiglu_block, M) fp32), the input a GEMM
+    with `a_group=swiglu_block` takes.
+    With `a_group`, a is quantized per row and group of `a_group` columns: a_scale is
+    (K // a_group, M), and each group's partial sums are scaled in the mainloop."""
     m, k = a.shape
     n, k2 = w.shape
     if k != k2 or a.dtype != w.dtype:
         raise ValueError(f"w8a8_gemm: a {tuple(a.shape)} {a.dtype} and w {tuple(w.shape)} {w.dtype} do not match")
+    if quantize_out and not swiglu_block:
+        raise ValueError("w8a8_gemm: quantize_out is the SwiGLU epilogue's (give swiglu_block)")
+    if a_group and (k % a_group or tuple(a_scale.shape) != (k // a_group, m) or a_group & (a_group - 1) or a_group < 32
+                    or k // a_group * m >= 2**31):  # fmt: skip
+        raise ValueError(f"w8a8_gemm: a_group {a_group} needs a power of two >= 32 (an 8-bit dot's K step) dividing K = {k}, "
+                         f"a_scale of shape {(k // a_group, m)} (got {tuple(a_scale.shape)}) and fewer than 2**31 scales")  # fmt: skip
     is_int = a.dtype == torch.int8
     cfg = dict(config or gemm_config("int8" if is_int else "fp8", m, n, k, a.device, swiglu=bool(swiglu_block)))
     if swiglu_block and cfg["BLOCK_N"] != 2 * swiglu_block:
         # the tile must hold whole gate/up blocks: a config tuned for another width would
-        # change shape (and spill); the default has the right one
-        cfg = dict(DEFAULT_GEMM, BLOCK_N=2 * swiglu_block)
-    c = torch.empty((m, n // 2 if swiglu_block else n), device=a.device, dtype=out_dtype)
+        # change shape (and spill); the default has the right one. A config given here
+        # keeps its other keys.
+        cfg = dict(cfg if config else DEFAULT_GEMM, BLOCK_N=2 * swiglu_block)
+    if a_group and cfg["BLOCK_K"] > a_group:
+        cfg["BLOCK_K"] = a_group  # a K step must not span two groups' scales
+    c = torch.empty((m, n // 2 if swiglu_block else n), device=a.device, dtype=a.dtype if quantize_out else out_dtype)
+    qs = torch.empty((n // 2 // swiglu_block, m), device=a.device, dtype=torch.float32) if quantize_out else c
     r = residual.reshape(m, n) if residual is not None else c
+    qmax, _ = _qspec(a.dtype)
+    quant = dict(A_GROUP=a_group or 0, Q_OUT=quantize_out, QMAX=qmax, EXACT=a.device.type != "cuda")
     bm, bn = cfg.pop("BLOCK_M"), cfg.pop("BLOCK_N")
     tma = cfg.pop("TMA", False) and k % 16 == 0 and a.is_contiguous() and w.is_contiguous()
     ws = bool(cfg.pop("WS", False))  # warp specialization: the TMA kernel's only
     # C and R through TMA too (the TMA kernel's only): TMA wants 16-byte-aligned base
     # addresses and row strides and unit column strides, else the pointer epilogue runs
     tma_store = bool(cfg.pop("TMA_STORE", False)) and bool(tma) and _tma_ok(c) and _tma_ok(r)
-    fit_key = (str(a.device), bm, bn, tuple(sorted(cfg.items())), is_int, residual is not None, bool(swiglu_block))
+    fit_key = (str(a.device), bm, bn, tuple(sorted(cfg.items())), is_int, residual is not None, bool(swiglu_block),
+               quantize_out, a_group)  # fmt: skip
     tma_store = tma_store and fit_key not in _TMA_STORE_TOO_BIG
     if a.device.type != "cuda":
         cfg.pop("num_warps", None), cfg.pop("num_stages", None)
@@ -445,10 +513,10 @@ def w8a8_gemm(
             kernel[(min(sms, tiles),)](
                 TensorDescriptor.from_tensor(a, [bm, cfg["BLOCK_K"]]), TensorDescriptor.from_tensor(w, [bn, cfg["BLOCK_K"]]),
                 c_desc, r_desc,
-                c, a_scale.reshape(-1), w_scale.reshape(-1), r, m, n, k, c.stride(0), c.stride(1), r.stride(0), r.stride(1),
+                c, a_scale.reshape(-1), w_scale.reshape(-1), r, qs, m, n, k, c.stride(0), c.stride(1), r.stride(0), r.stride(1),
                 IS_INT=is_int, HAS_RESIDUAL=residual is not None, SWIGLU=bool(swiglu_block),
                 BLOCK_M=bm, BLOCK_N=bn, NUM_SMS=min(sms, tiles), WARP_SPECIALIZE=ws, FLATTEN=not ws, TMA_STORE=store,
-                **cfg,
+                **quant, **cfg,
             )  # fmt: skip
 
         try:
@@ -464,16 +532,16 @@ def w8a8_gemm(
             log.info("TMA_STORE off for %dx%dx%d, %s stages%s: %s", bm, bn, cfg["BLOCK_K"], cfg.get("num_stages"),
                      " with a residual" if residual is not None else "", str(exc).splitlines()[0][:120])  # fmt: skip
             launch(False)
-        return c
+        return (c, qs) if quantize_out else c
     grid = (triton_cdiv(m, bm) * triton_cdiv(n, bn),)
     kernel = _kernel("_w8a8_gemm_kernel", a.device.type != "cuda")
     kernel[grid](
-        a, w, c, a_scale.reshape(-1), w_scale.reshape(-1), r, m, n, k,
+        a, w, c, a_scale.reshape(-1), w_scale.reshape(-1), r, qs, m, n, k,
         a.stride(0), a.stride(1), w.stride(0), w.stride(1), c.stride(0), c.stride(1), r.stride(0), r.stride(1),
         IS_INT=is_int, HAS_RESIDUAL=residual is not None, EVEN_K=k % cfg["BLOCK_K"] == 0, SWIGLU=bool(swiglu_block),
-        BLOCK_M=bm, BLOCK_N=bn, **cfg,
+        BLOCK_M=bm, BLOCK_N=bn, **quant, **cfg,
     )  # fmt: skip
-    return c
+    return (c, qs) if quantize_out else c
 
 
 # GEMM launches (device, tile, kind, epilogue) whose TMA-store staging did not fit in

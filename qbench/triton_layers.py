@@ -5,6 +5,11 @@ A decoder layer becomes five kernels around attention, each reading its input on
     x ─ rmsnorm_quant ─ gemm(qkv) ─ rotary+attention ─ quantize_rows ─ gemm(o, +x)
       ─ rmsnorm_quant ─ gemm(gate|up, silu*mul) ─ quantize_rows ─ gemm(down, +x)
 
+With `act_group_size` (config key of the dtype), four: the gate|up GEMM's epilogue
+quantizes silu(gate) * up itself, per token and group of channels (one tile's width), and
+the down GEMM scales each group's partial sums in its mainloop, so the (M, I) activation
+is written once, in 8 bits, and no kernel reads it back to quantize it.
+
 (SiLU*mul goes into the gate|up GEMM's epilogue when the intermediate size is a multiple
 of the tile's half-width; otherwise `silu_mul_quant` fuses it with the quantization.)
 
@@ -45,6 +50,21 @@ def w8a8_gemm_swiglu_op(
     return tk.w8a8_gemm(a, a_scale, w, w_scale, torch.float16, swiglu_block=block)
 
 
+@torch.library.custom_op("qbench::w8a8_gemm_swiglu_quant", mutates_args=())
+def w8a8_gemm_swiglu_quant_op(
+    a: torch.Tensor, a_scale: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, block: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return tk.w8a8_gemm(a, a_scale, w, w_scale, swiglu_block=block, quantize_out=True)
+
+
+@torch.library.custom_op("qbench::w8a8_gemm_grouped", mutates_args=())
+def w8a8_gemm_grouped_op(
+    a: torch.Tensor, a_scale: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, residual: torch.Tensor | None,
+    group: int,
+) -> torch.Tensor:
+    return tk.w8a8_gemm(a, a_scale, w, w_scale, torch.float16, residual, a_group=group)
+
+
 @torch.library.custom_op("qbench::w8a8_gemm", mutates_args=())
 def w8a8_gemm_op(
     a: torch.Tensor, a_scale: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, residual: torch.Tensor | None
@@ -82,6 +102,17 @@ def _(a, a_scale, w, w_scale, block):
     return a.new_empty((a.shape[0], w.shape[0] // 2), dtype=torch.float16)
 
 
+@w8a8_gemm_swiglu_quant_op.register_fake
+def _(a, a_scale, w, w_scale, block):
+    m, n = a.shape[0], w.shape[0] // 2
+    return a.new_empty((m, n)), a.new_empty((n // block, m), dtype=torch.float32)
+
+
+@w8a8_gemm_grouped_op.register_fake
+def _(a, a_scale, w, w_scale, residual, group):
+    return a.new_empty((a.shape[0], w.shape[0]), dtype=torch.float16)
+
+
 class QuantWeight(nn.Module):
     """A linear layer's weight, quantized per output channel: (N, K) values, (1, N) scales."""
 
@@ -93,7 +124,12 @@ class QuantWeight(nn.Module):
         self.register_buffer("weight_q", wq.contiguous())
         self.register_buffer("weight_scale", ws.view(1, -1).contiguous())
 
-    def forward(self, xq: torch.Tensor, xs: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, xq: torch.Tensor, xs: torch.Tensor, residual: torch.Tensor | None = None, group: int | None = None
+    ) -> torch.Tensor:
+        """xs: (M, 1) per-token scales, or with `group` (K // group, M), per token and group."""
+        if group:
+            return w8a8_gemm_grouped_op(xq, xs, self.weight_q, self.weight_scale, residual, group)
         return w8a8_gemm_op(xq, xs, self.weight_q, self.weight_scale, residual)
 
 
@@ -108,8 +144,13 @@ class SwiGLUWeight(QuantWeight):
         self.weight_q = tk.swiglu_interleave(self.weight_q, block)
         self.weight_scale = tk.swiglu_interleave(self.weight_scale.view(-1), block).view(1, -1)
 
-    def forward(self, xq: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+    def forward(self, xq: torch.Tensor, xs: torch.Tensor):
         return w8a8_gemm_swiglu_op(xq, xs, self.weight_q, self.weight_scale, self.block)
+
+    def quantized(self, xq: torch.Tensor, xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """silu(gate) * up quantized per token and per group of `block` channels:
+        (codes (M, I), scales (I // block, M))."""
+        return w8a8_gemm_swiglu_quant_op(xq, xs, self.weight_q, self.weight_scale, self.block)
 
 
 class TritonLinear(nn.Module):
@@ -129,14 +170,19 @@ class TritonDecoderLayer(nn.Module):
     """A `qbench.workloads.DecoderLayer` with every GEMM in W8A8 and the quantization
     fused into the op that produces each GEMM's input. Attention is the original's."""
 
-    def __init__(self, layer: nn.Module, kind: str):
+    def __init__(self, layer: nn.Module, kind: str, act_group_size: int | None = None):
         super().__init__()
         self.kind = kind
         self.layer = layer  # for attend(); its linear layers are dropped below
+        self.group = act_group_size
         self.input_norm_weight, self.input_eps = layer.input_norm.weight, layer.input_norm.eps
         self.post_norm_weight, self.post_eps = layer.post_norm.weight, layer.post_norm.eps
         self.qkv, self.o = QuantWeight(layer.qkv, kind), QuantWeight(layer.o, kind)
-        block = tk.swiglu_block_for(layer.gate_up.out_features // 2, layer.gate_up.weight.device)
+        width = layer.gate_up.out_features // 2
+        if act_group_size and width % act_group_size:
+            raise ValueError(f"act_group_size {act_group_size} does not divide the intermediate size {width}")
+        # with groups, the SwiGLU tile's half-width is the group: one tile quantizes one group
+        block = act_group_size or tk.swiglu_block_for(width, layer.gate_up.weight.device)
         # SiLU*mul in the gate|up GEMM's epilogue where the block divides the width; else its own kernel
         self.gate_up = SwiGLUWeight(layer.gate_up, kind, block) if block else QuantWeight(layer.gate_up, kind)
         self.down = QuantWeight(layer.down, kind)
@@ -150,6 +196,9 @@ class TritonDecoderLayer(nn.Module):
         aq, as_ = quantize_rows_op(attn, self.kind)
         x = self.o(aq, as_, x.reshape(b * t, h))
         hq, hs = rmsnorm_quant_op(x, self.post_norm_weight, self.post_eps, self.kind)
+        if self.group:
+            mq, ms = self.gate_up.quantized(hq, hs)
+            return self.down(mq, ms, x, self.group).view(b, t, h)
         if isinstance(self.gate_up, SwiGLUWeight):
             mq, ms = quantize_rows_op(self.gate_up(hq, hs), self.kind)
         else:
@@ -157,15 +206,16 @@ class TritonDecoderLayer(nn.Module):
         return self.down(mq, ms, x).view(b, t, h)
 
 
-def apply_triton(model: nn.Module, kind: str) -> nn.Module:
-    """Swap the model's layers for the Triton W8A8 ones, in place."""
+def apply_triton(model: nn.Module, kind: str, act_group_size: int | None = None) -> nn.Module:
+    """Swap the model's layers for the Triton W8A8 ones, in place (`act_group_size`:
+    TritonDecoderLayer's)."""
     from qbench.workloads import DecoderLayer
 
     layers = getattr(model, "layers", None)
     if layers is not None:
         for i, layer in enumerate(layers):
             if isinstance(layer, DecoderLayer):
-                layers[i] = TritonDecoderLayer(layer, kind)
+                layers[i] = TritonDecoderLayer(layer, kind, act_group_size)
         return model
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):

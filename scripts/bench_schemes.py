@@ -5,7 +5,11 @@ new GPU (or torch) before a full sweep. Not a substitute for the workflow's stat
 one process, few iterations.
 
     python scripts/bench_schemes.py --workload llama-1b --batch 128 [--configfile config/config.yaml]
-        [--variants fp16:compile w8a8-int8:triton ...]   (default: every valid scheme:impl)
+        [--variants fp16:compile w8a8-int8:triton w8a8-fp8:triton:128 ...]   (default: every valid scheme:impl)
+
+A variant is scheme:impl, or scheme:triton:G for the triton impl with act_group_size G (the
+down projection's input quantized per token and group of G channels in the SiLU*mul
+GEMM's epilogue).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ def main() -> None:
     ap.add_argument("--workload", default=None, help="a workload name from the config (default: the first)")
     ap.add_argument("--batch", type=int, nargs="+", default=[128])
     ap.add_argument("--iterations", type=int, default=10)
-    ap.add_argument("--variants", nargs="+", help="scheme:impl pairs (default: every valid one)")
+    ap.add_argument("--variants", nargs="+", help="scheme:impl[:group] (default: every valid scheme:impl)")
     ap.add_argument("--json", help="also write the rows as JSON here")
     args = ap.parse_args()
     cfg = yaml.safe_load(open(args.configfile))
@@ -42,11 +46,15 @@ def main() -> None:
     rows = []
     for batch in args.batch:
         base = {}
-        variants = [v.split(":") for v in args.variants] if args.variants else [
-            (s, i) for s in SCHEMES for i in IMPLS if not DtypeConfig("v", s, i).problems()]
-        for scheme, impl in variants:
+        variants = [(v.split(":") + [None])[:3] for v in args.variants] if args.variants else [
+            (s, i, None) for s in SCHEMES for i in IMPLS if not DtypeConfig("v", s, i).problems()]
+        for scheme, impl, group in variants:
             if True:
-                cell = CellConfig(wl, DtypeConfig(f"{scheme}-{impl}", scheme, impl), batch, 0,
+                group = int(group) if group else None
+                dt = DtypeConfig(f"{scheme}-{impl}" + (f"-g{group}" if group else ""), scheme, impl, act_group_size=group)
+                if dt.problems():
+                    raise SystemExit(f"--variants {scheme}:{impl}:{group}: " + "; ".join(dt.problems()))
+                cell = CellConfig(wl, dt, batch, 0,
                                   TimingConfig(warmup=3, min_iterations=args.iterations, max_iterations=args.iterations), 0, cfg.get("device", "auto"))  # fmt: skip
                 t = run_cell(cell, device).to_pandas()
                 r = t.iloc[0]
@@ -54,7 +62,7 @@ def main() -> None:
                 mean = statistics.fmean(lat) if len(lat) else float("nan")
                 if impl == "compile" and scheme in ("fp16", "bf16"):
                     base[scheme] = mean
-                row = {"batch": batch, "scheme": scheme, "impl": impl, "status": r["status"], "mean_ms": mean,
+                row = {"batch": batch, "scheme": scheme, "impl": impl, "group": group, "status": r["status"], "mean_ms": mean,
                        "min_ms": float(lat.min()) if len(lat) else float("nan"), "rel_error": r["rel_error"],
                        "setup_s": r["setup_s"], "peak_gib": (r["peak_mem_bytes"] or 0) / 2**30,
                        "tflops": r["flops"] / (mean * 1e-3) / 1e12 if len(lat) else float("nan")}  # fmt: skip

@@ -1,4 +1,6 @@
 import copy
+import hashlib
+import json
 
 import pytest
 import yaml
@@ -52,3 +54,20 @@ def test_cell_hash_tracks_what_changes_numbers():
     assert a.config_hash() != exp.cell("llama-1b", "w8a8", 128, 0).config_hash()
     assert a.config_hash() != exp.cell("llama-1b", "fp16", 256, 0).config_hash()
     assert type(a).from_dict(a.as_dict()) == a
+
+
+def test_activation_groups_change_the_hash_and_leaving_them_unset_does_not():
+    """A dtype's act_group_size changes its numbers, so its cells' hash; the key came
+    later, so a cell without it hashes as before it existed (earlier shards still match)."""
+    cfg = copy.deepcopy(default_config())
+    cfg["dtypes"]["w8a8"] = {"scheme": "w8a8-fp8", "impl": "triton"}
+    plain = Experiment.from_config(cfg).cell("llama-1b", "w8a8", 128, 0)
+    d = plain.as_dict()
+    d.pop("rep")
+    for later in ("act_group_size", "smoothquant"):  # the dtype keys added after the first runs
+        d["dtype"].pop(later)
+    assert plain.config_hash() == hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    cfg["dtypes"]["w8a8"]["act_group_size"] = 128
+    grouped = Experiment.from_config(cfg).cell("llama-1b", "w8a8", 128, 0)
+    assert grouped.dtype.act_group_size == 128 and grouped.config_hash() != plain.config_hash()
+    assert type(grouped).from_dict(grouped.as_dict()) == grouped

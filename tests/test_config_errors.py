@@ -116,6 +116,18 @@ CASES = {
         _set("dtypes.fp16.smoothquant", True),
         ["config key dtypes.fp16.smoothquant: smoothing is for w8a8 schemes, not 'fp16'"],
     ),
+    "activation groups outside the triton impl": (
+        _set("dtypes.w8a8.act_group_size", 128),
+        ["config key dtypes.w8a8.act_group_size: groups are the triton impl's, not 'eager''s"],
+    ),
+    "activation groups not a power of two": (
+        _set("dtypes.w8a8", {"scheme": "w8a8-fp8", "impl": "triton", "act_group_size": 48}),
+        ["config key dtypes.w8a8.act_group_size: must be a power of two >= 32 (e.g. 128), got 48"],
+    ),
+    "activation groups that do not divide the layer": (
+        _set("dtypes.w8a8", {"scheme": "w8a8-fp8", "impl": "triton", "act_group_size": 1024}),
+        ["config key dtypes.w8a8.act_group_size: 1024 does not divide workload llama-tiny's intermediate size 512"],
+    ),
     "unknown device": (_set("device", "gpu"), ["config key device: 'gpu' is not one of ['auto', 'cuda', 'cpu']"]),
     "unknown on_bad_shard": (
         _set("aggregate", {"on_bad_shard": "ignore"}),

@@ -166,6 +166,27 @@ def test_triton_decoder_matches_the_eager_w8a8_model(scheme):
     assert schemes.relative_error(fused, ref) < 1.5 * quant_error < schemes.DEFAULT_TOLERANCE[scheme]
 
 
+@pytest.mark.parametrize("scheme", ["w8a8-int8", "w8a8-fp8"])
+def test_triton_decoder_with_activation_groups_is_as_accurate_and_computes_the_same(scheme):
+    """act_group_size: the down projection's input quantized per token and group in the
+    SiLU*mul epilogue. Finer scales than one per token: no less accurate against fp16; and
+    the layer is what the kernels compute (a wrong group or scale in either GEMM costs
+    O(1), far above the quantization's few percent)."""
+    if scheme == "w8a8-fp8" and CUDA and torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("fp8 needs compute capability 8.9")
+    with torch.inference_mode():
+        x = make_input(TINY, 3, DEVICE, torch.float16, 0)
+        ref = build_model(TINY, DEVICE, torch.float16, 0)(x)
+        per_token = schemes.apply_scheme(build_model(TINY, DEVICE, torch.float16, 0), scheme, "triton")(x)
+        model = schemes.apply_scheme(build_model(TINY, DEVICE, torch.float16, 0), scheme, "triton", act_group_size=32)
+        grouped = model(x)
+    assert model.layers[0].group == 32
+    assert schemes.relative_error(grouped, ref) < 1.1 * schemes.relative_error(per_token, ref)
+    assert schemes.relative_error(grouped, per_token) < 1.5 * schemes.relative_error(per_token, ref)
+    with pytest.raises(ValueError, match="act_group_size 64 does not divide the intermediate size 96"):
+        schemes.apply_scheme(build_model(TINY, DEVICE, torch.float16, 0), scheme, "triton", act_group_size=64)
+
+
 def test_triton_gemm_workload():
     wl = WorkloadConfig(name="g", model="gemm", seq_len=5, in_features=48, out_features=40)
     with torch.inference_mode():
@@ -253,6 +274,74 @@ def test_gemm_swiglu_epilogue_is_silu_gate_times_up(q, m, k, i, tma):
     ref = torch.nn.functional.silu(gu[:, :i]) * gu[:, i:]
     assert got.shape == (m, i)
     assert float((got.double() - ref).norm() / ref.norm()) < 2e-3
+
+
+@pytest.mark.parametrize("q", QDTYPES, ids=ids)
+@pytest.mark.parametrize("m,k,i", [(37, 64, 64), (5, 80, 96), (3000, 2048, 8192)][: None if CUDA else 2])
+@KERNELS
+def test_gemm_swiglu_epilogue_quantizes_per_token_group(q, m, k, i, tma):
+    """With quantize_out, the SiLU*mul tile leaves as 8-bit codes and one scale per row and
+    group (the tile's half-width): each group's codes times its scale are silu(gate) * up,
+    to the grid's rounding, and the scale is that group's max |value| / qmax."""
+    qdtype, qmax = q
+    if qdtype != torch.int8 and CUDA and torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("fp8 needs compute capability 8.9")
+    group = 128 if CUDA else 32
+    a, sa = schemes.quantize_rows(rand(m, k, seed=m), qmax, qdtype)
+    w, sw = schemes.quantize_rows(rand(2 * i, k, seed=i), qmax, qdtype)
+    cfg = {**tk.gemm_config(ids(q), m, 2 * i, k, torch.device(DEVICE), swiglu=True), **tma}
+    codes, scales = tk.w8a8_gemm(
+        a, sa, tk.swiglu_interleave(w, group), tk.swiglu_interleave(sw.view(-1), group),
+        swiglu_block=group, quantize_out=True, config=cfg,
+    )  # fmt: skip
+    assert codes.dtype == qdtype and codes.shape == (m, i) and scales.shape == (i // group, m)
+    gu = (a.double() @ w.double().t()) * sa.double() * sw.view(1, -1).double()
+    ref = (torch.nn.functional.silu(gu[:, :i]) * gu[:, i:]).view(m, i // group, group)
+    ref_scales = ref.abs().amax(dim=2).clamp(min=1e-8) / qmax  # (m, groups)
+    torch.testing.assert_close(scales.t().double(), ref_scales, rtol=1e-3, atol=1e-9)
+    got = codes.double().view(m, i // group, group) * scales.t().double().unsqueeze(2)
+    # each value within half a grid step (int8: 0.5 of a code; e4m3: 2^-4 relative), plus
+    # the fp32 epilogue's own rounding; a wrong group, row or scale is off by far more
+    rel = 0.5 / qmax if qdtype == torch.int8 else 2.0**-4
+    bound = ref.abs().amax(dim=2, keepdim=True) * (rel + 1e-3) if qdtype == torch.int8 else ref.abs() * rel + ref_scales.unsqueeze(2) * 2.0**-6 + 1e-3 * ref.abs()
+    assert bool(((got - ref).abs() <= bound).all()), float(((got - ref).abs() - bound).max())
+
+
+@pytest.mark.parametrize("q", QDTYPES, ids=ids)
+@pytest.mark.parametrize("m,k,n,group,block_k", [(37, 128, 48, 32, 64), (70, 192, 40, 64, 32), (1, 64, 33, 32, 32)])
+@KERNELS
+def test_gemm_scales_each_group_of_a_in_its_mainloop(q, m, k, n, group, block_k, tma):
+    """a_group: A's scales are per row and group of K; the GEMM is the exact sum over groups
+    of (codes @ w.T) * that group's scale (a tile config whose K step spans two groups is
+    narrowed to one), times w's scales, plus the residual."""
+    qdtype, qmax = q
+    if qdtype != torch.int8 and CUDA and torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("fp8 needs compute capability 8.9")
+    x = rand(m, k, seed=k).float().view(m, k // group, group)
+    sa = (x.abs().amax(dim=2) / qmax).clamp(min=1e-8)  # (m, groups)
+    a = (x / sa.unsqueeze(2)).clamp(-qmax, qmax)
+    a = (a.round() if qdtype == torch.int8 else a).to(qdtype).view(m, k)
+    w, sw = schemes.quantize_rows(rand(n, k, seed=n + 7), qmax, qdtype)
+    r = rand(m, n, seed=11)
+    cfg = {**tk.gemm_config(ids(q), m, n, k, torch.device(DEVICE)), **tma, "BLOCK_K": block_k}
+    got = tk.w8a8_gemm(a, sa.t().contiguous(), w, sw.view(1, -1), residual=r, a_group=group, config=cfg)
+    deq = a.double().view(m, k // group, group) * sa.double().unsqueeze(2)
+    ref = deq.view(m, k) @ (w.double() * sw.double()).t() + r.double()
+    err = float((got.double() - ref).norm() / ref.norm())
+    assert err < (2e-3 if qdtype != torch.int8 and CUDA else 1e-3), err
+
+
+def test_gemm_rejects_a_group_that_does_not_fit():
+    a = torch.zeros(4, 64, dtype=torch.int8, device=DEVICE)
+    w = torch.zeros(8, 64, dtype=torch.int8, device=DEVICE)
+    with pytest.raises(ValueError, match="a_group 16 needs a power of two >= 32"):
+        tk.w8a8_gemm(a, torch.ones(4, 4, device=DEVICE), w, torch.ones(1, 8, device=DEVICE), a_group=16)
+    with pytest.raises(ValueError, match="a_group 24 needs a power of two"):
+        tk.w8a8_gemm(a, torch.ones(2, 4, device=DEVICE), w, torch.ones(1, 8, device=DEVICE), a_group=24)
+    with pytest.raises(ValueError, match=r"a_scale of shape \(2, 4\) \(got \(4, 1\)\)"):
+        tk.w8a8_gemm(a, torch.ones(4, 1, device=DEVICE), w, torch.ones(1, 8, device=DEVICE), a_group=32)
+    with pytest.raises(ValueError, match="quantize_out is the SwiGLU epilogue's"):
+        tk.w8a8_gemm(a, torch.ones(4, 1, device=DEVICE), w, torch.ones(1, 8, device=DEVICE), quantize_out=True)
 
 
 def test_tma_store_writes_through_descriptors_only_where_tma_can(monkeypatch):
