@@ -383,17 +383,22 @@ def tuned_table(name: str, capability: tuple[int, int], sms: int) -> tuple[str |
     return None, {}
 
 
-def gemm_config(kind: str, m: int, n: int, k: int, device: torch.device, swiglu: bool = False) -> dict:
+def gemm_config(
+    kind: str, m: int, n: int, k: int, device: torch.device, swiglu: bool = False, group: int | None = None
+) -> dict:
     """Tile configuration for an (m, n, k) GEMM of `kind` ('int8' or 'fp8') on `device`:
     the tuned entry for this GPU (or one of the same hardware), kind and (n, k) with the
     nearest power-of-two M, else the default. The SwiGLU-epilogue GEMM has its own
-    entries, `NxK/swiglu`."""
+    entries, `NxK/swiglu`; the GEMMs of per-token groups (`group`: the SiLU*mul epilogue
+    that quantizes, the GEMM whose A has group scales) `NxK/g128` and `NxK/swiglu/g128`,
+    else they take their per-token twin's."""
     if device.type != "cuda":
         return dict(INTERPRET_GEMM)
     props = torch.cuda.get_device_properties(device)
     _, table = tuned_table(torch.cuda.get_device_name(device), (props.major, props.minor), props.multi_processor_count)
     table = table.get(kind, {})
-    entry = table.get(f"{n}x{k}" + ("/swiglu" if swiglu else ""))
+    key = f"{n}x{k}" + ("/swiglu" if swiglu else "")
+    entry = (table.get(f"{key}/g{group}") if group else None) or table.get(key)
     if not entry:
         return dict(DEFAULT_GEMM)
     ms = sorted(int(key) for key in entry)
@@ -475,7 +480,8 @@ def w8a8_gemm(
         raise ValueError(f"w8a8_gemm: a_group {a_group} needs a power of two >= 32 (an 8-bit dot's K step) dividing K = {k}, "
                          f"a_scale of shape {(k // a_group, m)} (got {tuple(a_scale.shape)}) and fewer than 2**31 scales")  # fmt: skip
     is_int = a.dtype == torch.int8
-    cfg = dict(config or gemm_config("int8" if is_int else "fp8", m, n, k, a.device, swiglu=bool(swiglu_block)))
+    group = a_group or (swiglu_block if quantize_out else None)
+    cfg = dict(config or gemm_config("int8" if is_int else "fp8", m, n, k, a.device, bool(swiglu_block), group))
     if swiglu_block and cfg["BLOCK_N"] != 2 * swiglu_block:
         # the tile must hold whole gate/up blocks: a config tuned for another width would
         # change shape (and spill); the default has the right one. A config given here

@@ -11,7 +11,7 @@ torch.compile run, the one to beat).
 
     python scripts/tune_triton.py [--shapes llama-1b gemm-4096] [--m 8192 16384 131072] [--kinds int8 fp8]
         [--tma 0 1] [--ws 0 1] [--tma-store 0 1] [--candidates 0 3 128x256x128x8x3] [--residual]
-        [--only-swiglu] [--json out.json] [--write] [--budget-s 240]
+        [--only-swiglu] [--group 128] [--json out.json] [--write] [--budget-s 240]
 
 Candidates are CANDIDATES (BLOCK_M x BLOCK_N x BLOCK_K x num_warps x num_stages, GROUP_M 8),
 or those --candidates names (an index into CANDIDATES or BMxBNxBKxWARPSxSTAGES, any
@@ -22,6 +22,11 @@ process (seconds each, the warp-specialised ones longer): name few for a short d
 call. --residual times the GEMMs that add the residual in the decoder (o and down:
 RESIDUAL_SHAPES) with one, as the decoder runs them (the torch baselines add it as the
 separate op it is there).
+
+--group G tunes only the GEMMs of per-token groups (a dtype's act_group_size): the SiLU*mul
+epilogue that quantizes its tile (gate|up, entry `NxK/swiglu/gG`) and the down GEMM whose A
+has a scale per token and G columns, with the residual (entry `NxK/gG`). Without entries
+of their own they take their per-token twins'.
 
 With --budget-s no candidate starts after that many seconds: a run cut short keeps the
 shapes it finished (winners written with --write, rows in --json after every shape). A
@@ -41,6 +46,7 @@ import torch
 from qbench import triton_kernels as tk
 from qbench.schemes import FP8_MAX, INT8_MAX, quantize_rows
 
+DEVICE = "cuda"  # where operands are made (tests run the kernels in Triton's interpreter on the CPU)
 # (N, K) of every linear layer in the shapes the configs use
 SHAPES = {
     "llama-1b": [(3072, 2048), (2048, 2048), (16384, 2048), (2048, 8192)],  # qkv, o, gate|up, down
@@ -102,8 +108,8 @@ def graph_ms(fn, reps: int = 10, samples: int = 5) -> float:
 
 def operands(kind: str, m: int, n: int, k: int):
     qdtype, qmax = (torch.int8, INT8_MAX) if kind == "int8" else (torch.float8_e4m3fn, FP8_MAX)
-    x = torch.randn(m, k, device="cuda", dtype=torch.float16)
-    w = torch.randn(n, k, device="cuda", dtype=torch.float16) / k**0.5
+    x = torch.randn(m, k, device=DEVICE, dtype=torch.float16)
+    w = torch.randn(n, k, device=DEVICE, dtype=torch.float16) / k**0.5
     a, sa = quantize_rows(x, qmax, qdtype)
     b, sb = quantize_rows(w, qmax, qdtype)
     return x, w, a, sa, b, sb.view(1, -1).contiguous()
@@ -135,8 +141,8 @@ def bench_rows(ms: list[int]) -> list[dict]:
             ("quantize_rows", 8192, 8192, lambda x, w: tk.quantize_rows(x, torch.int8)),
             ("silu_mul_quant", 16384, 8192, lambda x, w: tk.silu_mul_quant(x, torch.int8)),
         ):
-            x = torch.randn(m, n_in, device="cuda", dtype=torch.float16)
-            w = torch.ones(n_in, device="cuda", dtype=torch.float16)
+            x = torch.randn(m, n_in, device=DEVICE, dtype=torch.float16)
+            w = torch.ones(n_in, device=DEVICE, dtype=torch.float16)
             t = graph_ms(lambda: fn(x, w))
             gbs = (m * n_in * 2 + m * n_out + m * 4) / t / 1e6
             rows.append({"kernel": name, "m": m, "n_in": n_in, "ms": t, "GB/s": gbs})
@@ -211,6 +217,43 @@ def tune_swiglu(kind, m, n, k, a, sa, b, sb, tmas, rows, winners, gpu, ws=(False
               f"| {best[1]}", flush=True)  # fmt: skip
 
 
+def grouped_operands(kind: str, m: int, k: int, group: int):
+    """A (m, k) quantized per row and group of `group` columns: codes (m, k), scales (k // group, m)."""
+    qdtype, qmax = (torch.int8, INT8_MAX) if kind == "int8" else (torch.float8_e4m3fn, FP8_MAX)
+    a, sa = quantize_rows(torch.randn(m * k // group, group, device=DEVICE, dtype=torch.float16), qmax, qdtype)
+    return a.view(m, k), sa.view(m, k // group).t().contiguous()
+
+
+def tune_grouped(kind, m, group, tmas, rows, winners, gpu, ws=(False,), tma_store=(False,)) -> None:
+    """The two GEMMs of per-token groups in the decoder: gate|up with SiLU*mul quantizing
+    its tile (`NxK/swiglu/gG`), then down with A's group scales and the residual (`NxK/gG`)."""
+    for (n, k), swiglu in ((sorted(SWIGLU_SHAPES)[0], True), (DOWN_SHAPE, False)):
+        if out_of_time():
+            return
+        row = {"gpu": gpu, "kind": kind, "variant": f"{'swiglu/' if swiglu else ''}g{group}", "m": m, "n": n, "k": k}
+        if swiglu:
+            _, _, a, sa, b, sb = operands(kind, m, n, k)
+            b, sb = tk.swiglu_interleave(b, group), tk.swiglu_interleave(sb.view(-1), group).view(1, -1)
+            run = lambda cfg: tk.w8a8_gemm(a, sa, b, sb, config=cfg, swiglu_block=group, quantize_out=True)  # noqa: E731
+            candidates = configs(tmas, 2 * group, ws, tma_store)
+        else:
+            _, _, _, _, b, sb = operands(kind, 16, n, k)
+            a, sa = grouped_operands(kind, m, k, group)
+            r = torch.randn(m, n, device=DEVICE, dtype=torch.float16)
+            run = lambda cfg: tk.w8a8_gemm(a, sa, b, sb, residual=r, config=cfg, a_group=group)  # noqa: E731
+            candidates = [c for c in configs(tmas, None, ws, tma_store) if c["BLOCK_K"] <= group]
+        best = fastest(f"{row['variant']} ", candidates, run, rows, row)
+        if best is not None:
+            key = f"{n}x{k}" + ("/swiglu" if swiglu else "") + f"/g{group}"
+            winners.setdefault(kind, {}).setdefault(key, {})[str(m)] = best[1]
+            print(f"{kind} M={m} N={n} K={k} {row['variant']}: triton {2.0 * m * n * k / best[0] / 1e9:.0f} TFLOP/s "
+                  f"| {best[1]}", flush=True)  # fmt: skip
+
+
+# the down projection (K = the intermediate size), whose input per-token groups quantize
+DOWN_SHAPE = (2048, 8192)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", nargs="+", default=list(SHAPES))
@@ -241,6 +284,7 @@ def main() -> None:
         help="time the GEMMs that add the residual in the decoder (RESIDUAL_SHAPES) with one, as it runs them",
     )
     ap.add_argument("--only-swiglu", action="store_true", help="only tune the SiLU*mul-epilogue GEMM (gate|up)")
+    ap.add_argument("--group", type=int, help="only tune the GEMMs of per-token groups of this many channels")
     ap.add_argument("--budget-s", type=float, help="start no candidate after this many seconds; keep what finished")
     args = ap.parse_args()
     if args.candidates:
@@ -258,7 +302,12 @@ def main() -> None:
     shapes = sorted({nk for s in args.shapes for nk in SHAPES[s]})
     if args.only_swiglu:
         shapes = sorted(SWIGLU_SHAPES)
-    for kind in args.kinds:
+    for kind in args.kinds if args.group else []:
+        for m in args.m:
+            tune_grouped(kind, m, args.group, args.tma, rows, winners, gpu, args.ws, args.tma_store)
+            if args.json:
+                json.dump(rows, open(args.json, "w"), indent=1)
+    for kind in args.kinds if not args.group else []:
         for n, k in shapes:
             for m in args.m:
                 if out_of_time():  # nor the baselines of shapes that will not be tuned
@@ -271,7 +320,7 @@ def main() -> None:
                 r = None
                 shape = {"gpu": gpu, "kind": kind, "m": m, "n": n, "k": k}
                 if args.residual and (n, k) in RESIDUAL_SHAPES:
-                    r, shape["residual"] = torch.randn(m, n, device="cuda", dtype=torch.float16), True
+                    r, shape["residual"] = torch.randn(m, n, device=DEVICE, dtype=torch.float16), True
                 base = torch_baselines(kind, x, w, a, sa, b, sb, r)
                 best = fastest("residual " if r is not None else "", configs(args.tma, ws=args.ws, tma_store=args.tma_store),
                                lambda cfg, r=r: tk.w8a8_gemm(a, sa, b, sb, residual=r, config=cfg), rows, shape)  # fmt: skip

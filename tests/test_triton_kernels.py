@@ -2,6 +2,8 @@
 edges included). On the CPU they run for real in Triton's interpreter (conftest sets
 TRITON_INTERPRET=1 where there is no GPU); on a GPU, compiled, with the tuned tiles."""
 
+import re
+
 import pytest
 import torch
 
@@ -214,6 +216,13 @@ def test_gemm_config_prefers_the_tuned_entry_of_the_nearest_m(tmp_path, monkeypa
     table["GPU X"]["int8"]["2048x4096/swiglu"] = {"1024": {"BLOCK_M": 32}}
     assert tk.gemm_config("int8", 1000, 2048, 4096, cuda, swiglu=True)["BLOCK_M"] == 32
     assert tk.gemm_config("int8", 1000, 2048, 4096, cuda)["BLOCK_M"] == 64
+    # per-token groups: their own entries where tuned, else their per-token twin's
+    assert tk.gemm_config("int8", 1000, 2048, 4096, cuda, swiglu=True, group=128)["BLOCK_M"] == 32
+    table["GPU X"]["int8"]["2048x4096/swiglu/g128"] = {"1024": {"BLOCK_M": 16}}
+    table["GPU X"]["int8"]["2048x4096/g128"] = {"1024": {"BLOCK_M": 8}}
+    assert tk.gemm_config("int8", 1000, 2048, 4096, cuda, swiglu=True, group=128)["BLOCK_M"] == 16
+    assert tk.gemm_config("int8", 1000, 2048, 4096, cuda, group=128)["BLOCK_M"] == 8
+    assert tk.gemm_config("int8", 1000, 2048, 4096, cuda, group=64)["BLOCK_M"] == 64
 
 
 def test_a_gpu_without_tiles_of_its_own_borrows_those_of_the_same_hardware(monkeypatch, caplog):
@@ -249,7 +258,8 @@ def test_tuned_configs_file_is_well_formed():
         for kind, shapes in kinds.items():
             assert kind in ("int8", "fp8"), gpu
             for nk, by_m in shapes.items():
-                n, k = map(int, nk.removesuffix("/swiglu").split("x"))
+                n, k = map(int, nk.split("/")[0].split("x"))
+                assert all(part == "swiglu" or re.fullmatch(r"g\d+", part) for part in nk.split("/")[1:]), nk
                 for m, cfg in by_m.items():
                     assert int(m) > 0 and keys <= set(cfg) <= keys | {"TMA", "WS", "TMA_STORE"}, (gpu, kind, nk, m)
 

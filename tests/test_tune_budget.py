@@ -40,3 +40,28 @@ def test_the_budget_stops_between_candidates(tune, monkeypatch, capsys):
     rows = []
     assert tune.fastest("", cands, lambda cfg: None, rows, row) is None
     assert len(rows) == 2 and "after 2 of 4 candidates; not tuned" in capsys.readouterr().out
+
+
+def test_the_grouped_gemms_are_tuned_under_entries_of_their_own(tune, monkeypatch):
+    """--group: the SiLU*mul epilogue that quantizes, then the down GEMM with group scales
+    and the residual, each run for real (Triton's interpreter on the CPU) and kept under
+    `NxK/swiglu/gG` and `NxK/gG`; down candidates whose K step spans two groups are left out."""
+    import torch
+
+    from qbench import triton_kernels as tk
+
+    if not torch.cuda.is_available():
+        if not tk.interpreting():
+            pytest.skip("no GPU and TRITON_INTERPRET is not set")
+        monkeypatch.setattr(tune, "DEVICE", "cpu")
+    ran = []
+    monkeypatch.setattr(tune, "graph_ms", lambda fn: (ran.append(fn()), 1.0)[1])
+    monkeypatch.setattr(tune, "CANDIDATES", [(32, 64, 32, 4, 1), (32, 64, 64, 4, 1)])
+    monkeypatch.setattr(tune, "SWIGLU_SHAPES", {(128, 64)})
+    monkeypatch.setattr(tune, "DOWN_SHAPE", (48, 64))
+    rows, winners = [], {}
+    tune.tune_grouped("fp8", 40, 32, [False], rows, winners, "GPU X")
+    assert set(winners["fp8"]) == {"128x64/swiglu/g32", "48x64/g32"}
+    assert [r["variant"] for r in rows] == ["swiglu/g32", "swiglu/g32", "g32"]  # BLOCK_K 64 > 32: not a down candidate
+    codes, scales = ran[0]
+    assert codes.shape == (40, 64) and scales.shape == (2, 40) and ran[-1].shape == (40, 48)
