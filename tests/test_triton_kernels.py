@@ -150,22 +150,29 @@ def test_gemm_rejects_mismatched_operands():
         tk.w8a8_gemm(a, torch.ones(4, 1, device=DEVICE), w, torch.ones(1, 8, device=DEVICE))
 
 
-@pytest.mark.parametrize("scheme", ["w8a8-int8", "w8a8-fp8"])
-def test_triton_decoder_matches_the_eager_w8a8_model(scheme):
-    """The fused layer computes what the unfused eager one computes (same quantization
-    points), and stays within the scheme's tolerance of fp16."""
+def tiny_decoder_outputs(scheme: str, **variants: dict) -> dict:
+    """The tiny decoder's output on one input: in fp16 (`ref`), and under `scheme` for each
+    variant (apply_scheme's keyword arguments: impl, act_group_size)."""
     if scheme == "w8a8-fp8" and CUDA and torch.cuda.get_device_capability() < (8, 9):
         pytest.skip("fp8 needs compute capability 8.9")
     with torch.inference_mode():
         x = make_input(TINY, 3, DEVICE, torch.float16, 0)
-        ref = build_model(TINY, DEVICE, torch.float16, 0)(x)
-        eager = schemes.apply_scheme(build_model(TINY, DEVICE, torch.float16, 0), scheme, "eager")(x)
-        fused = schemes.apply_scheme(build_model(TINY, DEVICE, torch.float16, 0), scheme, "triton")(x)
+        out = {"ref": build_model(TINY, DEVICE, torch.float16, 0)(x)}
+        for name, kwargs in variants.items():
+            out[name] = schemes.apply_scheme(build_model(TINY, DEVICE, torch.float16, 0), scheme, **kwargs)(x)
+    return out
+
+
+@pytest.mark.parametrize("scheme", ["w8a8-int8", "w8a8-fp8"])
+def test_triton_decoder_matches_the_eager_w8a8_model(scheme):
+    """The fused layer computes what the unfused eager one computes (same quantization
+    points), and stays within the scheme's tolerance of fp16."""
+    out = tiny_decoder_outputs(scheme, eager={"impl": "eager"}, fused={"impl": "triton"})
     # they differ only where the fused norm's fp32 rounding flips a code by one step; a
     # wrong index, scale or residual costs O(1)
-    quant_error = schemes.relative_error(eager, ref)
-    assert schemes.relative_error(fused, eager) < quant_error
-    assert schemes.relative_error(fused, ref) < 1.5 * quant_error < schemes.DEFAULT_TOLERANCE[scheme]
+    quant_error = schemes.relative_error(out["eager"], out["ref"])
+    assert schemes.relative_error(out["fused"], out["eager"]) < quant_error
+    assert schemes.relative_error(out["fused"], out["ref"]) < 1.5 * quant_error < schemes.DEFAULT_TOLERANCE[scheme]
 
 
 @pytest.mark.parametrize("scheme", ["w8a8-int8", "w8a8-fp8"])
@@ -174,17 +181,10 @@ def test_triton_decoder_with_activation_groups_is_as_accurate_and_computes_the_s
     SiLU*mul epilogue. Finer scales than one per token: no less accurate against fp16; and
     the layer is what the kernels compute (a wrong group or scale in either GEMM costs
     O(1), far above the quantization's few percent)."""
-    if scheme == "w8a8-fp8" and CUDA and torch.cuda.get_device_capability() < (8, 9):
-        pytest.skip("fp8 needs compute capability 8.9")
-    with torch.inference_mode():
-        x = make_input(TINY, 3, DEVICE, torch.float16, 0)
-        ref = build_model(TINY, DEVICE, torch.float16, 0)(x)
-        per_token = schemes.apply_scheme(build_model(TINY, DEVICE, torch.float16, 0), scheme, "triton")(x)
-        model = schemes.apply_scheme(build_model(TINY, DEVICE, torch.float16, 0), scheme, "triton", act_group_size=32)
-        grouped = model(x)
-    assert model.layers[0].group == 32
-    assert schemes.relative_error(grouped, ref) < 1.1 * schemes.relative_error(per_token, ref)
-    assert schemes.relative_error(grouped, per_token) < 1.5 * schemes.relative_error(per_token, ref)
+    out = tiny_decoder_outputs(scheme, per_token={"impl": "triton"}, grouped={"impl": "triton", "act_group_size": 32})
+    per_token_error = schemes.relative_error(out["per_token"], out["ref"])
+    assert schemes.relative_error(out["grouped"], out["ref"]) < 1.1 * per_token_error
+    assert 0 < schemes.relative_error(out["grouped"], out["per_token"]) < 1.5 * per_token_error  # > 0: groups used
     with pytest.raises(ValueError, match="act_group_size 64 does not divide the intermediate size 96"):
         schemes.apply_scheme(build_model(TINY, DEVICE, torch.float16, 0), scheme, "triton", act_group_size=64)
 
