@@ -169,7 +169,8 @@ def _scaled_dot(a, b, acc, sa_ptr, offs_m, ki, M, IS_INT: tl.constexpr, BLOCK_K:
     # group of A_GROUP columns (sa: (K // A_GROUP, M)); each K step's partial sum is scaled
     # by its group's row scales into an fp32 accumulator (BLOCK_K divides A_GROUP)
     if A_GROUP > 0:
-        sa = tl.load(sa_ptr + (ki * BLOCK_K) // A_GROUP * M + offs_m, mask=offs_m < M, other=0.0)  # int32: w8a8_gemm checks
+        # int32 offsets: w8a8_gemm checks they fit
+        sa = tl.load(sa_ptr + (ki * BLOCK_K) // A_GROUP * M + offs_m, mask=offs_m < M, other=0.0)
         if IS_INT:
             part = tl.dot(a, b, out_dtype=tl.int32).to(tl.float32)
         else:
@@ -493,7 +494,7 @@ def w8a8_gemm(
     qs = torch.empty((n // 2 // swiglu_block, m), device=a.device, dtype=torch.float32) if quantize_out else c
     r = residual.reshape(m, n) if residual is not None else c
     qmax, _ = _qspec(a.dtype)
-    quant = dict(A_GROUP=a_group or 0, Q_OUT=quantize_out, QMAX=qmax, EXACT=a.device.type != "cuda")
+    quant = {"A_GROUP": a_group or 0, "Q_OUT": quantize_out, "QMAX": qmax, "EXACT": a.device.type != "cuda"}
     bm, bn = cfg.pop("BLOCK_M"), cfg.pop("BLOCK_N")
     tma = cfg.pop("TMA", False) and k % 16 == 0 and a.is_contiguous() and w.is_contiguous()
     ws = bool(cfg.pop("WS", False))  # warp specialization: the TMA kernel's only

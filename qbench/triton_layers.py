@@ -59,7 +59,11 @@ def w8a8_gemm_swiglu_quant_op(
 
 @torch.library.custom_op("qbench::w8a8_gemm_grouped", mutates_args=())
 def w8a8_gemm_grouped_op(
-    a: torch.Tensor, a_scale: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, residual: torch.Tensor | None,
+    a: torch.Tensor,
+    a_scale: torch.Tensor,
+    w: torch.Tensor,
+    w_scale: torch.Tensor,
+    residual: torch.Tensor | None,
     group: int,
 ) -> torch.Tensor:
     return tk.w8a8_gemm(a, a_scale, w, w_scale, torch.float16, residual, a_group=group)

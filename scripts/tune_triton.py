@@ -227,20 +227,24 @@ def grouped_operands(kind: str, m: int, k: int, group: int):
 def tune_grouped(kind, m, group, tmas, rows, winners, gpu, ws=(False,), tma_store=(False,)) -> None:
     """The two GEMMs of per-token groups in the decoder: gate|up with SiLU*mul quantizing
     its tile (`NxK/swiglu/gG`), then down with A's group scales and the residual (`NxK/gG`)."""
-    for (n, k), swiglu in ((sorted(SWIGLU_SHAPES)[0], True), (DOWN_SHAPE, False)):
+    for (n, k), swiglu in ((min(SWIGLU_SHAPES), True), (DOWN_SHAPE, False)):
         if out_of_time():
             return
         row = {"gpu": gpu, "kind": kind, "variant": f"{'swiglu/' if swiglu else ''}g{group}", "m": m, "n": n, "k": k}
         if swiglu:
             _, _, a, sa, b, sb = operands(kind, m, n, k)
             b, sb = tk.swiglu_interleave(b, group), tk.swiglu_interleave(sb.view(-1), group).view(1, -1)
-            run = lambda cfg: tk.w8a8_gemm(a, sa, b, sb, config=cfg, swiglu_block=group, quantize_out=True)  # noqa: E731
+            def run(cfg, a=a, sa=sa, b=b, sb=sb):
+                return tk.w8a8_gemm(a, sa, b, sb, config=cfg, swiglu_block=group, quantize_out=True)
+
             candidates = configs(tmas, 2 * group, ws, tma_store)
         else:
             _, _, _, _, b, sb = operands(kind, 16, n, k)
             a, sa = grouped_operands(kind, m, k, group)
             r = torch.randn(m, n, device=DEVICE, dtype=torch.float16)
-            run = lambda cfg: tk.w8a8_gemm(a, sa, b, sb, residual=r, config=cfg, a_group=group)  # noqa: E731
+            def run(cfg, a=a, sa=sa, b=b, sb=sb, r=r):
+                return tk.w8a8_gemm(a, sa, b, sb, residual=r, config=cfg, a_group=group)
+
             candidates = [c for c in configs(tmas, None, ws, tma_store) if c["BLOCK_K"] <= group]
         best = fastest(f"{row['variant']} ", candidates, run, rows, row)
         if best is not None:
@@ -305,8 +309,9 @@ def main() -> None:
     for kind in args.kinds if args.group else []:
         for m in args.m:
             tune_grouped(kind, m, args.group, args.tma, rows, winners, gpu, args.ws, args.tma_store)
-            if args.json:
-                json.dump(rows, open(args.json, "w"), indent=1)
+            if args.json:  # after every M: a run cut short keeps its rows
+                with open(args.json, "w") as f:
+                    json.dump(rows, f, indent=1)
     for kind in args.kinds if not args.group else []:
         for n, k in shapes:
             for m in args.m:

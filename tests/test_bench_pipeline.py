@@ -70,7 +70,8 @@ def test_windows_tell_a_spread_between_processes_from_one_a_longer_loop_averages
     # one level for all, a slow swing in a random phase: a short window catches a part of it
     swings = [100 + np.sin(np.arange(80) / 6 + rng.uniform(0, 6.3)) for _ in offsets]
     short = [100 + rng.normal(0, 0.05, 30)]  # a 3 s loop: counted at 2 s only
-    w = bp.windows(shards({"process": per_process, "swing": swings, "short": short + per_process[:1]})).set_index("dtype")
+    w = bp.windows(shards({"process": per_process, "swing": swings, "short": short + per_process[:1]}))
+    w = w.set_index("dtype")
     assert w.loc["process", "n_8s"] == 5 and w.loc["short", "n_2s"] == 2 and w.loc["short", "n_4s"] == 1
     assert np.isnan(w.loc["short", "sd_4s_pct"])  # one repeat has no spread
     p = w.loc["process"]
