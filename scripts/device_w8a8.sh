@@ -4,7 +4,8 @@
 # copied to $OUT), then a one-process smoke of every W8A8 path at batch 128.
 # With SMOKE=1, first a 4-job run of the workflow (batch 128, 2 repeats) whose logs say
 # whether the fork server measured (attempt 1 (fork server)) and what each job cost.
-# TUNE_ARGS go to tune_triton.py (e.g. --only-swiglu); BATCH may list several sizes.
+# TUNE_ARGS go to tune_triton.py (e.g. --only-swiglu, --group 128); BATCH may list several sizes;
+# VARIANTS are bench_schemes.py's (scheme:impl or scheme:triton:G); TESTS_K narrows the tests (-k).
 # STEPS picks what runs (default: tests tune bench gputests; smoke with SMOKE=1).
 # Needs the wheels in .whl2/ (snakemake for SMOKE; torchao for impl torchao); WHEELS names another
 # folder (e.g. one with the torchao wheel alone, when SMOKE is off).
@@ -19,7 +20,7 @@ nvidia-smi --query-gpu=name,uuid,driver_version,clocks.max.sm,power.limit --form
 python3 -c "import torch, triton, torchao; print('torch', torch.__version__, 'triton', triton.__version__, 'torchao', torchao.__version__)"
 steps=" ${STEPS:-tests tune bench gputests} "; [ "${SMOKE:-0}" = 1 ] && steps="$steps smoke "
 has() { [[ "$steps" == *" $1 "* ]]; }
-has tests && timeout 150 python3 -m pytest -q tests/test_triton_kernels.py --tb=line 2>&1 | grep -E "Error|assert|FAILED|passed|failed" | head -30
+has tests && timeout 150 python3 -m pytest -q tests/test_triton_kernels.py ${TESTS_K:+-k "$TESTS_K"} --tb=line 2>&1 | grep -E "Error|assert|FAILED|passed|failed" | head -30
 if has smoke; then
   rm -rf results logs
   python3 -c "import yaml; c = yaml.safe_load(open('config/config.yaml')); c.update(batch_sizes=[128], repeats=2); yaml.safe_dump(c, open('/tmp/smoke.yaml', 'w'))"
