@@ -125,7 +125,7 @@ def _gemm_epilogue(
     # `swiglu_interleave`, N // 2 columns out) or + the residual, stored in C's dtype.
     # A_GROUP: A's scales were applied in the mainloop (per group of K), only B's are left.
     # Q_OUT (SWIGLU only): the tile's silu(gate) * up is quantized per row and stored as
-    # 8-bit codes, its scales at qs[pid_n, row] (_store_quantized).
+    # 8-bit codes, its scales at qs[pid_n, row] (_quantize_tile).
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     sb = tl.load(sb_ptr + offs_n, mask=offs_n < N, other=0.0)

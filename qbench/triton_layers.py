@@ -148,7 +148,7 @@ class SwiGLUWeight(QuantWeight):
         self.weight_q = tk.swiglu_interleave(self.weight_q, block)
         self.weight_scale = tk.swiglu_interleave(self.weight_scale.view(-1), block).view(1, -1)
 
-    def forward(self, xq: torch.Tensor, xs: torch.Tensor):
+    def forward(self, xq: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         return w8a8_gemm_swiglu_op(xq, xs, self.weight_q, self.weight_scale, self.block)
 
     def quantized(self, xq: torch.Tensor, xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

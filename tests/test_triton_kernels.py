@@ -189,6 +189,25 @@ def test_triton_decoder_with_activation_groups_is_as_accurate_and_computes_the_s
         schemes.apply_scheme(build_model(TINY, DEVICE, torch.float16, 0), scheme, "triton", act_group_size=64)
 
 
+def test_the_group_ops_fake_what_they_compute():
+    """torch.compile traces the layer with the ops' fake implementations: their shapes,
+    dtypes and strides must be the real ones (torch.library.opcheck runs both)."""
+    from qbench import triton_layers as tl_
+
+    qdtype, qmax = QDTYPES[1]
+    if CUDA and torch.cuda.get_device_capability() < (8, 9):
+        qdtype, qmax = QDTYPES[0]
+    group = 128 if CUDA else 32
+    a, sa = schemes.quantize_rows(rand(37, 64, seed=1), qmax, qdtype)
+    w, sw = schemes.quantize_rows(rand(2 * group * 2, 64, seed=2), qmax, qdtype)
+    w, sw = tk.swiglu_interleave(w, group), tk.swiglu_interleave(sw.view(-1), group).view(1, -1)
+    torch.library.opcheck(tl_.w8a8_gemm_swiglu_quant_op, (a, sa, w, sw, group), test_utils=("test_faketensor",))
+    codes, scales = tl_.w8a8_gemm_swiglu_quant_op(a, sa, w, sw, group)
+    wd, swd = schemes.quantize_rows(rand(40, 2 * group, seed=3), qmax, qdtype)
+    args = (codes, scales, wd, swd.view(1, -1), rand(37, 40, seed=4), group)
+    torch.library.opcheck(tl_.w8a8_gemm_grouped_op, args, test_utils=("test_faketensor",))
+
+
 def test_triton_gemm_workload():
     wl = WorkloadConfig(name="g", model="gemm", seq_len=5, in_features=48, out_features=40)
     with torch.inference_mode():
