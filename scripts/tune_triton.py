@@ -153,6 +153,8 @@ def bench_rows(ms: list[int]) -> list[dict]:
 
 # the gate|up shapes, also tuned as the SiLU*mul-epilogue GEMM (its tile is 2 x the block)
 SWIGLU_SHAPES = {(16384, 2048)}
+# the down projection (K = the intermediate size), whose input per-token groups quantize
+DOWN_SHAPE = (2048, 8192)
 
 
 DEADLINE: list[float] = []  # time.monotonic() after which no candidate starts (--budget-s)
@@ -252,10 +254,6 @@ def tune_grouped(kind, m, group, tmas, rows, winners, gpu, ws=(False,), tma_stor
             winners.setdefault(kind, {}).setdefault(key, {})[str(m)] = best[1]
             print(f"{kind} M={m} N={n} K={k} {row['variant']}: triton {2.0 * m * n * k / best[0] / 1e9:.0f} TFLOP/s "
                   f"| {best[1]}", flush=True)  # fmt: skip
-
-
-# the down projection (K = the intermediate size), whose input per-token groups quantize
-DOWN_SHAPE = (2048, 8192)
 
 
 def main() -> None:
