@@ -13,7 +13,15 @@ import json
 from dataclasses import asdict, dataclass
 
 from qbench.config_schema import ConfigError
-from qbench.specs import DEFAULT_TOLERANCE, DtypeConfig, MeasureConfig, StatsConfig, TimingConfig, WorkloadConfig
+from qbench.specs import (
+    DEFAULT_TOLERANCE,
+    DtypeConfig,
+    MeasureConfig,
+    StatsConfig,
+    TimingConfig,
+    WorkloadConfig,
+    is_group_size,
+)
 
 
 __all__ = ["CellConfig", "ConfigError", "Experiment"]
@@ -120,7 +128,8 @@ class Experiment:
         for d in dtypes.values():  # a group is one SiLU*mul tile's width: it must divide the layer's
             g = d.act_group_size
             for w in workloads.values():
-                if isinstance(g, int) and g > 0 and w.model == "llama" and w.intermediate % g:
+                # an invalid one is DtypeConfig.problems' to name
+                if is_group_size(g) and w.model == "llama" and w.intermediate % g:
                     problems.append(f"dtypes.{d.name}.act_group_size: {g} does not divide workload "
                                     f"{w.name}'s intermediate size {w.intermediate}")  # fmt: skip
         repeats = config.get("repeats", 5)

@@ -76,6 +76,11 @@ W8A8_ONLY_IMPLS = ("triton", "torchao")
 DEFAULT_SMOOTHQUANT_ALPHA = 0.5
 
 
+def is_group_size(g) -> bool:
+    """Whether `g` can be an act_group_size: a power of two >= 32 (an 8-bit dot's K step)."""
+    return isinstance(g, int) and not isinstance(g, bool) and g >= 32 and not g & (g - 1)
+
+
 @dataclass(frozen=True)
 class DtypeConfig:
     """One entry under `dtypes:` in the config: the name is the `dtype` wildcard."""
@@ -120,7 +125,7 @@ class DtypeConfig:
         if g is not None:
             if self.impl != "triton":
                 out.append(f"dtypes.{self.name}.act_group_size: groups are the triton impl's, not {self.impl!r}'s")
-            if isinstance(g, bool) or not isinstance(g, int) or g < 32 or g & (g - 1):
+            if not is_group_size(g):
                 out.append(f"dtypes.{self.name}.act_group_size: must be a power of two >= 32 (e.g. 128), got {g!r}")
         return out
 

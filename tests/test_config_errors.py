@@ -47,7 +47,7 @@ CASES = {
     "unknown key": (_set("batchsize", [2]), [f"config key batchsize: not a known key; allowed: {TOP_KEYS}"]),
     "unknown nested key": (
         _set("dtypes.w8a8.precision", "int8"),
-        ["config key dtypes.w8a8.precision: not a known key; allowed: ['impl', 'scheme', 'smoothquant', 'tolerance']"],
+        ["config key dtypes.w8a8.precision: not a known key; allowed: ['act_group_size', 'impl', 'scheme', 'smoothquant', 'tolerance']"],
     ),
     "fork server switch not a boolean": (
         _set("measure.fork_server", "yes"),
