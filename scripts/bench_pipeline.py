@@ -14,7 +14,10 @@ markdown tables:
   spread (sd, % of the mean) of the repeats' means over each loop's first 2, 4, 6 and 8 s,
   on the repeats whose loops ran that long. Where it does not shrink from 2 s to 8 s, the
   repeats differ by more than their loops' sampling (the process, the card's power and
-  temperature between jobs), and only more repeats narrow the interval.
+  temperature between jobs), and only more repeats narrow the interval;
+- with --thermal: per cell, over all the runs given, how a repeat's mean deviates with the
+  card's temperature when its loop started (both taken from the run's mean for the cell):
+  the correlation and the slope (% per degree C), and the job each repeat followed.
 
     python scripts/bench_pipeline.py --run results-1:612 --run results-2:540 [--json out.json]
 
@@ -280,6 +283,39 @@ def stability_per_card(a: dict, b: dict, confidence: float = 0.95) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
+def thermal(runs: list[dict]) -> pd.DataFrame:
+    """Per cell, pooled over `runs`: the correlation between a repeat's deviation from its
+    run's mean for the cell (%) and its loop's starting temperature (degrees C from the
+    run's mean start for the cell), the least-squares slope (% per degree), the repeats
+    counted, and the cell most often run just before it."""
+    parts = []
+    for i, run in enumerate(runs):
+        s = run["shards"]
+        s = s[s["latency_ms"].notna()].sort_values("iteration")
+        jobs = s.groupby(["workload", "dtype", "batch", "rep"]).agg(
+            start=("started_at", "first"), mean=("latency_ms", "mean"), t0=("temperature_c", "first")
+        )
+        jobs = jobs.dropna().sort_values("start").reset_index()
+        jobs["before"] = (jobs["dtype"] + "/" + jobs["batch"].astype(str)).shift(1)
+        cell = jobs.groupby(["workload", "dtype", "batch"])
+        jobs["dev_pct"] = 100 * (jobs["mean"] / cell["mean"].transform("mean") - 1)
+        jobs["dt_c"] = jobs["t0"] - cell["t0"].transform("mean")
+        parts.append(jobs.assign(run=i))
+    if not parts:
+        return pd.DataFrame()
+    pooled = pd.concat(parts)
+    rows = []
+    for key, g in pooled.groupby(["workload", "dtype", "batch"]):
+        var = float((g["dt_c"] ** 2).sum())
+        rows.append({
+            **dict(zip(["workload", "dtype", "batch"], key)), "repeats": len(g),
+            "corr": g["dev_pct"].corr(g["dt_c"]) if len(g) > 2 else float("nan"),
+            "pct_per_c": float((g["dev_pct"] * g["dt_c"]).sum()) / var if var > 0 else float("nan"),
+            "after": g["before"].mode().iloc[0] if g["before"].notna().any() else None,
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", action="append", help="RESULTS_DIR[:WALL_SECONDS]")
@@ -291,6 +327,7 @@ def main() -> None:
     ap.add_argument("--cores", default="2", help="--workflow: snakemake --cores (default 2)")
     ap.add_argument("--gpus", type=int, default=1, help="--workflow: snakemake --resources gpu=N (default 1)")
     ap.add_argument("--windows", action="store_true", help="--run: the repeats' spread over each loop's first 2-8 s")
+    ap.add_argument("--thermal", action="store_true", help="--run: the repeats' deviations against the card's temperature")
     ap.add_argument("--json")
     args = ap.parse_args()
     if args.workflow:
@@ -318,6 +355,11 @@ def main() -> None:
             print(f"\n### per GPU\n\n{g.round(3).to_markdown(index=False)}\n")
             entry["per_gpu"] = g.to_dict("records")
         report["runs"].append(entry)
+    if args.thermal:
+        t = thermal(runs)
+        print(f"\n## the repeats' deviations and the card's temperature ({len(runs)} runs pooled)\n\n"
+              f"{t.round(3).to_markdown(index=False)}\n")  # fmt: skip
+        report["thermal"] = t.to_dict("records")
     if len(runs) >= 2:
         s = stability(runs[0], runs[1])
         print(f"\n## stability {runs[0]['name']} vs {runs[1]['name']}\n\n{s.round(3).to_markdown(index=False)}\n")

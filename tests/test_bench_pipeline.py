@@ -78,3 +78,24 @@ def test_windows_tell_a_spread_between_processes_from_one_a_longer_loop_averages
     assert 0.3 < p["sd_2s_pct"] < 0.45 and abs(p["sd_8s_pct"] - p["sd_2s_pct"]) < 0.05
     s = w.loc["swing"]
     assert s["sd_8s_pct"] < s["sd_2s_pct"] / 2
+
+
+def test_thermal_finds_the_slope_of_latency_on_the_starting_temperature():
+    """Repeats whose latency rises 0.1% per degree of their starting temperature, in two
+    runs at different temperature levels: the pooled slope is 0.1% per degree, the
+    correlation 1, and each cell's repeats are said to follow the other cell's."""
+    bp = bench_pipeline()
+    runs = []
+    for base_c in (50.0, 65.0):  # each run's level is taken out: only the spread within it counts
+        rows, t = [], pd.Timestamp("2026-11-27", tz="UTC")
+        for rep, dc in enumerate([-2.0, 1.0, 3.0, -1.0]):
+            for dtype, ms in (("fp16", 100.0), ("w8a8", 50.0)):
+                t += pd.Timedelta(seconds=10)
+                lat = ms * (1 + 0.001 * dc)
+                rows += [{"workload": "w", "dtype": dtype, "batch": 128, "rep": rep, "iteration": i, "started_at": t,
+                          "latency_ms": lat, "temperature_c": base_c + dc + 0.1 * i} for i in range(5)]  # fmt: skip
+        runs.append({"shards": pd.DataFrame(rows)})
+    th = bp.thermal(runs).set_index("dtype")
+    assert list(th["repeats"]) == [8, 8]
+    assert np.allclose(th["corr"], 1.0) and np.allclose(th["pct_per_c"], 0.1, rtol=0.02)
+    assert th.loc["w8a8", "after"] == "fp16/128" and th.loc["fp16", "after"] == "w8a8/128"
