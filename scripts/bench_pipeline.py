@@ -47,14 +47,21 @@ from qbench.shards import read_shards
 from qbench.stats import mean_interval
 
 
+def jobs_of(shards: pd.DataFrame) -> pd.DataFrame:
+    """One row per job (cell and repeat): each column's first value in sample order (the
+    start time, the first sample's temperature ...), and the job's mean latency."""
+    keys = ["workload", "dtype", "batch", "rep"]
+    per_job = shards.groupby(keys).first()
+    per_job["job_mean_ms"] = shards.groupby(keys)["latency_ms"].mean()
+    return per_job
+
+
 def load(spec: str) -> dict:
     path, _, wall = spec.partition(":")
     root = Path(path)
     summary = pd.read_csv(root / "summary.csv")
     shards = read_shards(sorted((root / "shards").rglob("*.parquet")))
-    per_job = shards.groupby(["workload", "dtype", "batch", "rep"]).first()
-    per_job["job_mean_ms"] = shards.groupby(["workload", "dtype", "batch", "rep"])["latency_ms"].mean()
-    return {"name": path, "wall_s": float(wall) if wall else float("nan"), "summary": summary, "jobs": per_job,
+    return {"name": path, "wall_s": float(wall) if wall else float("nan"), "summary": summary, "jobs": jobs_of(shards),
             "shards": shards}  # fmt: skip
 
 
@@ -290,12 +297,8 @@ def thermal(runs: list[dict]) -> pd.DataFrame:
     counted, and the cell most often run just before it."""
     parts = []
     for i, run in enumerate(runs):
-        s = run["shards"]
-        s = s[s["latency_ms"].notna()].sort_values("iteration")
-        jobs = s.groupby(["workload", "dtype", "batch", "rep"]).agg(
-            start=("started_at", "first"), mean=("latency_ms", "mean"), t0=("temperature_c", "first")
-        )
-        jobs = jobs.dropna().sort_values("start").reset_index()
+        jobs = run["jobs"][["started_at", "job_mean_ms", "temperature_c"]]
+        jobs = jobs.set_axis(["start", "mean", "t0"], axis=1).dropna().sort_values("start").reset_index()
         jobs["before"] = (jobs["dtype"] + "/" + jobs["batch"].astype(str)).shift(1)
         cell = jobs.groupby(["workload", "dtype", "batch"])
         jobs["dev_pct"] = 100 * (jobs["mean"] / cell["mean"].transform("mean") - 1)

@@ -43,34 +43,38 @@ def main() -> None:
     wl = WorkloadConfig.from_dict(name, cfg["workloads"][name])
     device = resolve_device(cfg.get("device", "auto"))
     print(f"device {device} {torch.cuda.get_device_name() if device.type == 'cuda' else ''} torch {torch.__version__}")
+    # every variant checked before any is timed: a typo in the last one costs no GPU time
+    variants = [(v.split(":") + [None])[:3] for v in args.variants] if args.variants else [
+        (s, i, None) for s in SCHEMES for i in IMPLS if not DtypeConfig("v", s, i).problems()]  # fmt: skip
+    dtypes = []
+    for scheme, impl, group in variants:
+        group = int(group) if group else None
+        dt = DtypeConfig(f"{scheme}-{impl}" + (f"-g{group}" if group else ""), scheme, impl, act_group_size=group)
+        if dt.problems():
+            raise SystemExit(f"--variants {scheme}:{impl}:{group}: " + "; ".join(dt.problems()))
+        dtypes.append(dt)
     rows = []
     for batch in args.batch:
         base = {}
-        variants = [(v.split(":") + [None])[:3] for v in args.variants] if args.variants else [
-            (s, i, None) for s in SCHEMES for i in IMPLS if not DtypeConfig("v", s, i).problems()]
-        for scheme, impl, group in variants:
-            if True:
-                group = int(group) if group else None
-                dt = DtypeConfig(f"{scheme}-{impl}" + (f"-g{group}" if group else ""), scheme, impl, act_group_size=group)
-                if dt.problems():
-                    raise SystemExit(f"--variants {scheme}:{impl}:{group}: " + "; ".join(dt.problems()))
-                cell = CellConfig(wl, dt, batch, 0,
-                                  TimingConfig(warmup=3, min_iterations=args.iterations, max_iterations=args.iterations), 0, cfg.get("device", "auto"))  # fmt: skip
-                t = run_cell(cell, device).to_pandas()
-                r = t.iloc[0]
-                lat = t["latency_ms"].dropna()
-                mean = statistics.fmean(lat) if len(lat) else float("nan")
-                if impl == "compile" and scheme in ("fp16", "bf16"):
-                    base[scheme] = mean
-                row = {"batch": batch, "scheme": scheme, "impl": impl, "group": group, "status": r["status"], "mean_ms": mean,
-                       "min_ms": float(lat.min()) if len(lat) else float("nan"), "rel_error": r["rel_error"],
-                       "setup_s": r["setup_s"], "peak_gib": (r["peak_mem_bytes"] or 0) / 2**30,
-                       "tflops": r["flops"] / (mean * 1e-3) / 1e12 if len(lat) else float("nan")}  # fmt: skip
-                for b in ("fp16", "bf16"):
-                    row[f"speedup_vs_{b}_compile"] = base[b] / mean if b in base else float("nan")
-                rows.append(row)
-                print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
-                torch.cuda.empty_cache() if device.type == "cuda" else None
+        for dt in dtypes:
+            scheme, impl, group = dt.scheme, dt.impl, dt.act_group_size
+            cell = CellConfig(wl, dt, batch, 0,
+                              TimingConfig(warmup=3, min_iterations=args.iterations, max_iterations=args.iterations), 0, cfg.get("device", "auto"))  # fmt: skip
+            t = run_cell(cell, device).to_pandas()
+            r = t.iloc[0]
+            lat = t["latency_ms"].dropna()
+            mean = statistics.fmean(lat) if len(lat) else float("nan")
+            if impl == "compile" and scheme in ("fp16", "bf16"):
+                base[scheme] = mean
+            row = {"batch": batch, "scheme": scheme, "impl": impl, "group": group, "status": r["status"], "mean_ms": mean,
+                   "min_ms": float(lat.min()) if len(lat) else float("nan"), "rel_error": r["rel_error"],
+                   "setup_s": r["setup_s"], "peak_gib": (r["peak_mem_bytes"] or 0) / 2**30,
+                   "tflops": r["flops"] / (mean * 1e-3) / 1e12 if len(lat) else float("nan")}  # fmt: skip
+            for b in ("fp16", "bf16"):
+                row[f"speedup_vs_{b}_compile"] = base[b] / mean if b in base else float("nan")
+            rows.append(row)
+            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+            torch.cuda.empty_cache() if device.type == "cuda" else None
     if args.json:
         json.dump(rows, open(args.json, "w"), indent=1, default=str)
 

@@ -94,7 +94,7 @@ def test_thermal_finds_the_slope_of_latency_on_the_starting_temperature():
                 lat = ms * (1 + 0.001 * dc)
                 rows += [{"workload": "w", "dtype": dtype, "batch": 128, "rep": rep, "iteration": i, "started_at": t,
                           "latency_ms": lat, "temperature_c": base_c + dc + 0.1 * i} for i in range(5)]  # fmt: skip
-        runs.append({"shards": pd.DataFrame(rows)})
+        runs.append({"jobs": bp.jobs_of(pd.DataFrame(rows))})
     th = bp.thermal(runs).set_index("dtype")
     assert list(th["repeats"]) == [8, 8]
     assert np.allclose(th["corr"], 1.0) and np.allclose(th["pct_per_c"], 0.1, rtol=0.02)
