@@ -168,6 +168,8 @@ def _scaled_dot(a, b, acc, sa_ptr, offs_m, ki, M, IS_INT: tl.constexpr, BLOCK_K:
     # acc + a @ b: 8-bit operands, int32 or fp32 sums. A_GROUP: A has a scale per row and
     # group of A_GROUP columns (sa: (K // A_GROUP, M)); each K step's partial sum is scaled
     # by its group's row scales into an fp32 accumulator (BLOCK_K divides A_GROUP)
+    # one return, at the end: Triton's code generator goes on past a return inside a
+    # constexpr `if` and compiles what follows (an int32 dot into the fp32 accumulator)
     if A_GROUP > 0:
         # int32 offsets: w8a8_gemm checks they fit
         sa = tl.load(sa_ptr + (ki * BLOCK_K) // A_GROUP * M + offs_m, mask=offs_m < M, other=0.0)
@@ -175,10 +177,12 @@ def _scaled_dot(a, b, acc, sa_ptr, offs_m, ki, M, IS_INT: tl.constexpr, BLOCK_K:
             part = tl.dot(a, b, out_dtype=tl.int32).to(tl.float32)
         else:
             part = tl.dot(a, b)
-        return acc + part * sa[:, None]
-    if IS_INT:
-        return tl.dot(a, b, acc, out_dtype=tl.int32)
-    return tl.dot(a, b, acc)
+        out = acc + part * sa[:, None]
+    elif IS_INT:
+        out = tl.dot(a, b, acc, out_dtype=tl.int32)
+    else:
+        out = tl.dot(a, b, acc)
+    return out
 
 
 @_jit
