@@ -71,8 +71,8 @@ class CellConfig:
         cell from one config share it, and a changed config shows in it."""
         d = self.as_dict()
         d.pop("rep")
-        for key in ("smoothquant", "act_group_size"):  # added later: unset keeps earlier runs' hashes
-            if d["dtype"].get(key) is None:
+        for key in ("smoothquant", "act_group_size", "requantize"):  # added later: unset keeps earlier runs' hashes
+            if d["dtype"].get(key) in (None, False):
                 d["dtype"].pop(key, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -144,7 +144,8 @@ def run_cell(
             if dt.smoothquant is not None:  # its own inputs: smoothing must not see the timed batch
                 calib = make_input(wl, min(cell.batch, 8), device, torch.float16, cell.seed + 7)
             # casts, or quantizes the fp16 weights in place
-            model = schemes.apply_scheme(model, dt.scheme, dt.impl, dt.smoothquant, calib, dt.act_group_size)
+            model = schemes.apply_scheme(model, dt.scheme, dt.impl, dt.smoothquant, calib, dt.act_group_size,
+                                         dt.requantize)
             x = x16.to(schemes.activation_dtype(dt.scheme, dt.impl))
             del x16, calib
             _free(device)

@@ -134,11 +134,11 @@ def probe_fp8_output(module: Fp8Linear, device: torch.device) -> None:
 
 def apply_scheme(
     model: nn.Module, scheme: str, impl: str = "compile", smoothquant: float | None = None,
-    calibration: torch.Tensor | None = None, act_group_size: int | None = None,
+    calibration: torch.Tensor | None = None, act_group_size: int | None = None, requantize: bool = False,
 ) -> nn.Module:  # fmt: skip
     """Turn a 16-bit model into the scheme's, in place: cast it, or quantize every linear
     layer the way `impl` does (optionally smoothing first, from `calibration` inputs;
-    `act_group_size`: impl triton's, see qbench.triton_layers)."""
+    `act_group_size`, `requantize`: impl triton's, see qbench.triton_layers)."""
     if scheme in ("fp16", "bf16"):
         return model.to(activation_dtype(scheme))
     if smoothquant is not None:
@@ -151,7 +151,7 @@ def apply_scheme(
     if impl == "triton":
         from qbench.triton_layers import apply_triton
 
-        return apply_triton(model, kind, act_group_size)
+        return apply_triton(model, kind, act_group_size, requantize)
     if impl == "torchao":
         return apply_torchao(model, kind)
     cls = {"w8a8-int8": Int8Linear, "w8a8-fp8": Fp8Linear}[scheme]

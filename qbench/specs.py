@@ -95,6 +95,10 @@ class DtypeConfig:
     # many channels, in the SiLU*mul GEMM's epilogue (DeepSeek-V3's 1x128 activation
     # tiles); None: one scale per token, by a kernel of its own
     act_group_size: int | None = None
+    # with act_group_size: a pass over the 8-bit codes rescales the groups to one scale per
+    # token (qbench.triton_kernels.requantize_groups), so the down GEMM keeps its per-token
+    # mainloop, which runs faster than one that scales each group's partial sums
+    requantize: bool = False
 
     @classmethod
     def from_dict(cls, name: str, spec: dict) -> "DtypeConfig":
@@ -127,6 +131,10 @@ class DtypeConfig:
                 out.append(f"dtypes.{self.name}.act_group_size: groups are the triton impl's, not {self.impl!r}'s")
             if not is_group_size(g):
                 out.append(f"dtypes.{self.name}.act_group_size: must be a power of two >= 32 (e.g. 128), got {g!r}")
+        if not isinstance(self.requantize, bool):
+            out.append(f"dtypes.{self.name}.requantize: must be true or false, got {self.requantize!r}")
+        elif self.requantize and g is None:
+            out.append(f"dtypes.{self.name}.requantize: rescales the groups of act_group_size, which is not set")
         return out
 
 

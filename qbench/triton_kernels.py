@@ -93,14 +93,20 @@ def _to_grid(x, amax, QMAX: tl.constexpr, IS_INT: tl.constexpr, EXACT: tl.conste
 
 @_jit
 def _quantize_rows_kernel(
-    x_ptr, w_ptr, q_ptr, s_ptr, N, stride_x, stride_q, eps,
+    x_ptr, w_ptr, q_ptr, s_ptr, M, N, stride_x, stride_q, eps,
     QMAX: tl.constexpr, MODE: tl.constexpr, IS_INT: tl.constexpr, BLOCK: tl.constexpr, EXACT: tl.constexpr,
+    GROUP: tl.constexpr,
 ):  # fmt: skip
-    # MODE 0: quantize x; 1: RMSNorm(x) * w, then quantize; 2: silu(x[:N]) * x[N:2N], then quantize
+    # MODE 0: quantize x; 1: RMSNorm(x) * w, then quantize; 2: silu(x[:N]) * x[N:2N], then quantize;
+    # 3: x is 8-bit codes with a scale per row and group of GROUP columns, w those scales
+    # (N // GROUP, M) group-major: dequantize, then quantize per row (one scale per token)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < N
     x = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+    if MODE == 3:
+        # a row's group scales are a column of w: each cache line serves neighbouring rows
+        x = x * tl.load(w_ptr + (cols // GROUP).to(tl.int64) * M + row, mask=mask, other=0.0)
     if MODE == 1:
         var = tl.sum(x * x, axis=0) / N
         w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
@@ -421,7 +427,7 @@ def _qspec(qdtype: torch.dtype) -> tuple[float, bool]:
     return FP8_MAX, False
 
 
-def _row_launch(x2: torch.Tensor, w, n: int, mode: int, qdtype: torch.dtype, eps: float):
+def _row_launch(x2: torch.Tensor, w, n: int, mode: int, qdtype: torch.dtype, eps: float, group: int = 1):
     qmax, is_int = _qspec(qdtype)
     m = x2.shape[0]
     q = torch.empty((m, n), device=x2.device, dtype=qdtype)
@@ -430,8 +436,8 @@ def _row_launch(x2: torch.Tensor, w, n: int, mode: int, qdtype: torch.dtype, eps
     kernel = _kernel("_quantize_rows_kernel", x2.device.type != "cuda")
     opts = {} if x2.device.type != "cuda" else {"num_warps": 4 if block <= 2048 else 8 if block <= 8192 else 16}
     kernel[(m,)](
-        x2, w if w is not None else x2, q, s, n, x2.stride(0), q.stride(0), eps,
-        QMAX=qmax, MODE=mode, IS_INT=is_int, BLOCK=block, EXACT=x2.device.type != "cuda", **opts,
+        x2, w if w is not None else x2, q, s, m, n, x2.stride(0), q.stride(0), eps,
+        QMAX=qmax, MODE=mode, IS_INT=is_int, BLOCK=block, EXACT=x2.device.type != "cuda", GROUP=group, **opts,
     )  # fmt: skip
     return q, s
 
@@ -457,6 +463,18 @@ def silu_mul_quant(gate_up: torch.Tensor, qdtype: torch.dtype):
     """quantize_rows(silu(gate) * up) in one pass, where gate_up = [gate | up] on the last dim."""
     x2 = _rows(gate_up)
     return _row_launch(x2, None, x2.shape[1] // 2, 2, qdtype, 0.0)
+
+
+def requantize_groups(codes: torch.Tensor, scales: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """quantize_rows of codes quantized per row and group of `group` columns (codes (M, K),
+    scales (K // group, M), as `w8a8_gemm(..., quantize_out=True)` writes them), in one
+    pass over the 8-bit codes: (q (M, K), scale (M, 1)), one scale per row, in codes' dtype.
+    The value of largest magnitude keeps its code; the others are rounded a second time."""
+    m, k = codes.shape
+    if k % group or tuple(scales.shape) != (k // group, m) or not codes.is_contiguous():
+        raise ValueError(f"requantize_groups: codes {tuple(codes.shape)} (contiguous: {codes.is_contiguous()}) and "
+                         f"scales {tuple(scales.shape)} are not a ({m}, {k}) row-major matrix in groups of {group}")  # fmt: skip
+    return _row_launch(codes, scales.contiguous(), k, 3, codes.dtype, 0.0, group)
 
 
 def w8a8_gemm(

@@ -69,6 +69,11 @@ def w8a8_gemm_grouped_op(
     return tk.w8a8_gemm(a, a_scale, w, w_scale, torch.float16, residual, a_group=group)
 
 
+@torch.library.custom_op("qbench::requantize_groups", mutates_args=())
+def requantize_groups_op(codes: torch.Tensor, scales: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return tk.requantize_groups(codes, scales, group)
+
+
 @torch.library.custom_op("qbench::w8a8_gemm", mutates_args=())
 def w8a8_gemm_op(
     a: torch.Tensor, a_scale: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, residual: torch.Tensor | None
@@ -110,6 +115,11 @@ def _(a, a_scale, w, w_scale, block):
 def _(a, a_scale, w, w_scale, block):
     m, n = a.shape[0], w.shape[0] // 2
     return a.new_empty((m, n)), a.new_empty((n // block, m), dtype=torch.float32)
+
+
+@requantize_groups_op.register_fake
+def _(codes, scales, group):
+    return codes.new_empty(codes.shape), codes.new_empty((codes.shape[0], 1), dtype=torch.float32)
 
 
 @w8a8_gemm_grouped_op.register_fake
@@ -174,11 +184,16 @@ class TritonDecoderLayer(nn.Module):
     """A `qbench.workloads.DecoderLayer` with every GEMM in W8A8 and the quantization
     fused into the op that produces each GEMM's input. Attention is the original's."""
 
-    def __init__(self, layer: nn.Module, kind: str, act_group_size: int | None = None):
+    def __init__(
+        self, layer: nn.Module, kind: str, act_group_size: int | None = None, requantize: bool = False
+    ) -> None:
         super().__init__()
         self.kind = kind
         self.layer = layer  # for attend(); its linear layers are dropped below
         self.group = act_group_size
+        if requantize and not act_group_size:
+            raise ValueError("requantize rescales the SiLU*mul epilogue's groups: it needs act_group_size")
+        self.requantize = requantize
         self.input_norm_weight, self.input_eps = layer.input_norm.weight, layer.input_norm.eps
         self.post_norm_weight, self.post_eps = layer.post_norm.weight, layer.post_norm.eps
         self.qkv, self.o = QuantWeight(layer.qkv, kind), QuantWeight(layer.o, kind)
@@ -202,24 +217,28 @@ class TritonDecoderLayer(nn.Module):
         hq, hs = rmsnorm_quant_op(x, self.post_norm_weight, self.post_eps, self.kind)
         if self.group:
             mq, ms = self.gate_up.quantized(hq, hs)
-            return self.down(mq, ms, x, self.group).view(b, t, h)
-        if isinstance(self.gate_up, SwiGLUWeight):
+            if not self.requantize:
+                return self.down(mq, ms, x, self.group).view(b, t, h)
+            mq, ms = requantize_groups_op(mq, ms, self.group)
+        elif isinstance(self.gate_up, SwiGLUWeight):
             mq, ms = quantize_rows_op(self.gate_up(hq, hs), self.kind)
         else:
             mq, ms = silu_mul_quant_op(self.gate_up(hq, hs), self.kind)
         return self.down(mq, ms, x).view(b, t, h)
 
 
-def apply_triton(model: nn.Module, kind: str, act_group_size: int | None = None) -> nn.Module:
-    """Swap the model's layers for the Triton W8A8 ones, in place (`act_group_size`:
-    TritonDecoderLayer's)."""
+def apply_triton(
+    model: nn.Module, kind: str, act_group_size: int | None = None, requantize: bool = False
+) -> nn.Module:
+    """Swap the model's layers for the Triton W8A8 ones, in place (`act_group_size`,
+    `requantize`: TritonDecoderLayer's)."""
     from qbench.workloads import DecoderLayer
 
     layers = getattr(model, "layers", None)
     if layers is not None:
         for i, layer in enumerate(layers):
             if isinstance(layer, DecoderLayer):
-                layers[i] = TritonDecoderLayer(layer, kind, act_group_size)
+                layers[i] = TritonDecoderLayer(layer, kind, act_group_size, requantize)
         return model
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):

@@ -9,7 +9,8 @@ one process, few iterations.
 
 A variant is scheme:impl, or scheme:triton:G for the triton impl with act_group_size G (the
 down projection's input quantized per token and group of G channels in the SiLU*mul
-GEMM's epilogue).
+GEMM's epilogue), or scheme:triton:Gr for the same groups requantized to one scale per
+token (dtype key requantize).
 """
 
 from __future__ import annotations
@@ -47,17 +48,23 @@ def main() -> None:
     variants = [(v.split(":") + [None])[:3] for v in args.variants] if args.variants else [
         (s, i, None) for s in SCHEMES for i in IMPLS if not DtypeConfig("v", s, i).problems()]  # fmt: skip
     dtypes = []
-    for scheme, impl, group in variants:
-        group = int(group) if group else None
-        dt = DtypeConfig(f"{scheme}-{impl}" + (f"-g{group}" if group else ""), scheme, impl, act_group_size=group)
+    for scheme, impl, spec in variants:
+        # G: act_group_size G; Gr: the same, requantized per token
+        requantize = bool(spec) and spec.endswith("r")
+        try:
+            group = int(spec.removesuffix("r")) if spec else None
+        except ValueError:
+            raise SystemExit(f"--variants {scheme}:{impl}:{spec}: the third part is a group size, e.g. 128 or 128r") from None
+        dt = DtypeConfig(f"{scheme}-{impl}" + (f"-g{spec}" if spec else ""), scheme, impl, act_group_size=group,
+                         requantize=requantize)  # fmt: skip
         if dt.problems():
-            raise SystemExit(f"--variants {scheme}:{impl}:{group}: " + "; ".join(dt.problems()))
-        dtypes.append(dt)
+            raise SystemExit(f"--variants {scheme}:{impl}:{spec}: " + "; ".join(dt.problems()))
+        dtypes.append((dt, spec))
     rows = []
     for batch in args.batch:
         base = {}
-        for dt in dtypes:
-            scheme, impl, group = dt.scheme, dt.impl, dt.act_group_size
+        for dt, group in dtypes:
+            scheme, impl = dt.scheme, dt.impl
             cell = CellConfig(wl, dt, batch, 0,
                               TimingConfig(warmup=3, min_iterations=args.iterations, max_iterations=args.iterations), 0, cfg.get("device", "auto"))  # fmt: skip
             t = run_cell(cell, device).to_pandas()

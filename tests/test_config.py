@@ -64,10 +64,14 @@ def test_activation_groups_change_the_hash_and_leaving_them_unset_does_not():
     plain = Experiment.from_config(cfg).cell("llama-1b", "w8a8", 128, 0)
     d = plain.as_dict()
     d.pop("rep")
-    for later in ("act_group_size", "smoothquant"):  # the dtype keys added after the first runs
+    for later in ("act_group_size", "smoothquant", "requantize"):  # the dtype keys added after the first runs
         d["dtype"].pop(later)
     assert plain.config_hash() == hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
     cfg["dtypes"]["w8a8"]["act_group_size"] = 128
     grouped = Experiment.from_config(cfg).cell("llama-1b", "w8a8", 128, 0)
     assert grouped.dtype.act_group_size == 128 and grouped.config_hash() != plain.config_hash()
     assert type(grouped).from_dict(grouped.as_dict()) == grouped
+    cfg["dtypes"]["w8a8"]["requantize"] = True
+    requantized = Experiment.from_config(cfg).cell("llama-1b", "w8a8", 128, 0)
+    assert requantized.config_hash() not in (plain.config_hash(), grouped.config_hash())
+    assert type(requantized).from_dict(requantized.as_dict()) == requantized

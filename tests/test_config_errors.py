@@ -47,7 +47,7 @@ CASES = {
     "unknown key": (_set("batchsize", [2]), [f"config key batchsize: not a known key; allowed: {TOP_KEYS}"]),
     "unknown nested key": (
         _set("dtypes.w8a8.precision", "int8"),
-        ["config key dtypes.w8a8.precision: not a known key; allowed: ['act_group_size', 'impl', 'scheme', 'smoothquant', 'tolerance']"],
+        ["config key dtypes.w8a8.precision: not a known key; allowed: ['act_group_size', 'impl', 'requantize', 'scheme', 'smoothquant', 'tolerance']"],
     ),
     "fork server switch not a boolean": (
         _set("measure.fork_server", "yes"),
@@ -127,6 +127,10 @@ CASES = {
     "activation groups that do not divide the layer": (
         _set("dtypes.w8a8", {"scheme": "w8a8-fp8", "impl": "triton", "act_group_size": 1024}),
         ["config key dtypes.w8a8.act_group_size: 1024 does not divide workload llama-tiny's intermediate size 512"],
+    ),
+    "requantized groups without groups": (
+        _set("dtypes.w8a8", {"scheme": "w8a8-fp8", "impl": "triton", "requantize": True}),
+        ["config key dtypes.w8a8.requantize: rescales the groups of act_group_size, which is not set"],
     ),
     "unknown device": (_set("device", "gpu"), ["config key device: 'gpu' is not one of ['auto', 'cuda', 'cpu']"]),
     "unknown on_bad_shard": (

@@ -86,6 +86,27 @@ def test_silu_mul_quant_is_swiglu_then_quantize(q):
     assert_codes_match(*got, *schemes.quantize_rows(h, qmax, qdtype), allow=0.01)
 
 
+@pytest.mark.parametrize("q", QDTYPES, ids=ids)
+@pytest.mark.parametrize("m,k,group", [(19, 96, 32), (3, 2048, 128)])
+def test_requantize_groups_is_quantize_rows_of_the_dequantized_codes(q, m, k, group):
+    """Codes with a scale per row and group, as the SiLU*mul epilogue writes them (scales
+    (groups, M)), onto one scale per row: torch's quantize_rows of codes * scales. A wrong
+    group's scale, or scales read row-major, moves most codes."""
+    qdtype, qmax = q
+    x = rand(m, k, seed=m + k, scale=2.0).float()
+    x[:, :group] *= 8.0  # the first group holds each row's largest value: the others' ratios < 1
+    groups = x.view(m, k // group, group)
+    scales = groups.abs().amax(dim=2).clamp(min=1e-8) / qmax  # (m, groups)
+    codes = (groups / scales.unsqueeze(2)).clamp(-qmax, qmax)
+    codes = (codes.round() if qdtype == torch.int8 else codes).to(qdtype).view(m, k)
+    st = scales.t().contiguous()  # (groups, m), the epilogue's layout
+    got = tk.requantize_groups(codes, st, group)
+    dequantized = (codes.float().view(m, k // group, group) * scales.unsqueeze(2)).view(m, k)
+    assert_codes_match(*got, *schemes.quantize_rows(dequantized, qmax, qdtype), allow=0 if not CUDA else 0.01)
+    with pytest.raises(ValueError, match="not a .* row-major matrix in groups of"):
+        tk.requantize_groups(codes, scales, group)  # (m, groups): the wrong layout
+
+
 def scaled_mm_fast_accum(a, sa, w, sw):
     """cuBLAS's fp8 GEMM with fast accumulation, zero-padded to the multiples of 16 it
     needs (zeros add nothing to the sums)."""
@@ -189,6 +210,21 @@ def test_triton_decoder_with_activation_groups_is_as_accurate_and_computes_the_s
         schemes.apply_scheme(build_model(TINY, DEVICE, torch.float16, 0), scheme, "triton", act_group_size=64)
 
 
+@pytest.mark.parametrize("scheme", ["w8a8-int8", "w8a8-fp8"])
+def test_triton_decoder_with_requantized_groups_is_the_per_token_layer(scheme):
+    """requantize: the SiLU*mul epilogue's groups rescaled to one scale per token before
+    the down GEMM. The same quantization points as the per-token layer, the down input
+    rounded twice: about as accurate, and close to that layer's output (a wrong scale or
+    group costs O(1))."""
+    out = tiny_decoder_outputs(scheme, per_token={"impl": "triton"},
+                               requantized={"impl": "triton", "act_group_size": 32, "requantize": True})  # fmt: skip
+    per_token_error = schemes.relative_error(out["per_token"], out["ref"])
+    assert schemes.relative_error(out["requantized"], out["ref"]) < 1.25 * per_token_error
+    assert 0 < schemes.relative_error(out["requantized"], out["per_token"]) < 0.75 * per_token_error
+    with pytest.raises(ValueError, match="requantize .* needs act_group_size"):
+        schemes.apply_scheme(build_model(TINY, DEVICE, torch.float16, 0), scheme, "triton", requantize=True)
+
+
 def test_the_group_ops_fake_what_they_compute():
     """torch.compile traces the layer with the ops' fake implementations: their shapes,
     dtypes and strides must be the real ones (torch.library.opcheck runs both)."""
@@ -206,6 +242,7 @@ def test_the_group_ops_fake_what_they_compute():
     wd, swd = schemes.quantize_rows(rand(40, 2 * group, seed=3), qmax, qdtype)
     args = (codes, scales, wd, swd.view(1, -1), rand(37, 40, seed=4), group)
     torch.library.opcheck(tl_.w8a8_gemm_grouped_op, args, test_utils=("test_faketensor",))
+    torch.library.opcheck(tl_.requantize_groups_op, (codes, scales, group), test_utils=("test_faketensor",))
 
 
 def test_triton_gemm_workload():
