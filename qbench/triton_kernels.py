@@ -123,8 +123,10 @@ def _quantize_rows_kernel(
 @_jit
 def _gemm_epilogue(
     acc, pid_m, pid_n, c_ptr, sa_ptr, sb_ptr, r_ptr, qs_ptr, M, N, stride_cm, stride_cn, stride_rm, stride_rn,
+    cos_ptr, sin_ptr, SEQ, N_Q, N_K,
     HAS_RESIDUAL: tl.constexpr, SWIGLU: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     A_GROUP: tl.constexpr, Q_OUT: tl.constexpr, QMAX: tl.constexpr, IS_INT: tl.constexpr, EXACT: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
 ):  # fmt: skip
     # Both GEMM kernels' epilogue for the (pid_m, pid_n) tile: dequantize by the per-token
     # and per-channel scales, then silu(gate) * up (SWIGLU: B's rows interleaved by
@@ -132,6 +134,8 @@ def _gemm_epilogue(
     # A_GROUP: A's scales were applied in the mainloop (per group of K), only B's are left.
     # Q_OUT (SWIGLU only): the tile's silu(gate) * up is quantized per row and stored as
     # 8-bit codes, its scales at qs[pid_n, row] (_quantize_tile).
+    # HEAD_DIM > 0 (the q|k|v projection, _rotary_split_store): rotary embeddings on the
+    # first N_Q + N_K columns, and C stored as three row-major matrices, q, k and v.
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     sb = tl.load(sb_ptr + offs_n, mask=offs_n < N, other=0.0)
@@ -149,12 +153,40 @@ def _gemm_epilogue(
         if Q_OUT:
             h = _quantize_tile(h, pid_n, offs_m, qs_ptr, M, QMAX, IS_INT, EXACT)
         tl.store(c_ptr + rows * stride_cm + offs_h[None, :] * stride_cn, h.to(c_ptr.dtype.element_ty), mask=mask_h)
+    elif HEAD_DIM > 0:
+        _rotary_split_store(c, offs_m, offs_n, c_ptr, cos_ptr, sin_ptr, M, N, SEQ, N_Q, N_K, BLOCK_M, BLOCK_N, HEAD_DIM)
     else:
         mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
         if HAS_RESIDUAL:
             r = tl.load(r_ptr + rows * stride_rm + offs_n[None, :] * stride_rn, mask=mask, other=0.0)
             c += r.to(tl.float32)
         tl.store(c_ptr + rows * stride_cm + offs_n[None, :] * stride_cn, c.to(c_ptr.dtype.element_ty), mask=mask)
+
+
+@_jit
+def _rotary_split_store(
+    c, offs_m, offs_n, c_ptr, cos_ptr, sin_ptr, M, N, SEQ, N_Q, N_K,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+):  # fmt: skip
+    # The q|k|v projection's tile, finished for attention: rotary embeddings on q and k
+    # (row m is position m % SEQ; cos and sin: (SEQ, HEAD_DIM) tables, contiguous), and
+    # stored as q (M, N_Q), k (M, N_K) and v (M, N - N_Q - N_K), row-major, one after the
+    # other in C's memory: each a dense (batch, tokens, heads, head_dim), the layout
+    # attention reads without a copy. Tiles hold whole heads (BLOCK_N % HEAD_DIM == 0).
+    HALF: tl.constexpr = HEAD_DIM // 2
+    # each head's first and second halves side by side: x1, x2 (BLOCK_M, heads, HALF)
+    x1, x2 = tl.split(tl.permute(tl.reshape(c, (BLOCK_M, BLOCK_N // HEAD_DIM, 2, HALF)), (0, 1, 3, 2)))
+    pos = (offs_m % SEQ).to(tl.int64)[:, None, None] * HEAD_DIM + tl.arange(0, HALF)[None, None, :]
+    cos = tl.load(cos_ptr + pos).to(tl.float32)  # (BLOCK_M, 1, HALF): the tables' halves are equal
+    sin = tl.load(sin_ptr + pos).to(tl.float32)
+    rot = tl.join(x1 * cos - x2 * sin, x2 * cos + x1 * sin)  # (BLOCK_M, heads, HALF, 2)
+    rot = tl.reshape(tl.permute(rot, (0, 1, 3, 2)), (BLOCK_M, BLOCK_N))
+    cols = offs_n[None, :]
+    c = tl.where(cols < N_Q + N_K, rot, c)
+    start = tl.where(cols < N_Q, 0, tl.where(cols < N_Q + N_K, N_Q, N_Q + N_K)).to(tl.int64)
+    width = tl.where(cols < N_Q, N_Q, tl.where(cols < N_Q + N_K, N_K, N - N_Q - N_K)).to(tl.int64)
+    offs = M.to(tl.int64) * start + offs_m.to(tl.int64)[:, None] * width + (cols - start)
+    tl.store(c_ptr + offs, c.to(c_ptr.dtype.element_ty), mask=(offs_m[:, None] < M) & (cols < N))
 
 
 @_jit
@@ -194,10 +226,10 @@ def _scaled_dot(a, b, acc, sa_ptr, offs_m, ki, M, IS_INT: tl.constexpr, BLOCK_K:
 @_jit
 def _w8a8_gemm_kernel(
     a_ptr, b_ptr, c_ptr, sa_ptr, sb_ptr, r_ptr, qs_ptr, M, N, K,
-    stride_am, stride_ak, stride_bn, stride_bk, stride_cm, stride_cn, stride_rm, stride_rn,
+    stride_am, stride_ak, stride_bn, stride_bk, stride_cm, stride_cn, stride_rm, stride_rn, cos_ptr, sin_ptr, SEQ, N_Q, N_K,
     IS_INT: tl.constexpr, HAS_RESIDUAL: tl.constexpr, EVEN_K: tl.constexpr, SWIGLU: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-    A_GROUP: tl.constexpr, Q_OUT: tl.constexpr, QMAX: tl.constexpr, EXACT: tl.constexpr,
+    A_GROUP: tl.constexpr, Q_OUT: tl.constexpr, QMAX: tl.constexpr, EXACT: tl.constexpr, HEAD_DIM: tl.constexpr,
 ):  # fmt: skip
     # C[m, n] = (sum_k A[m, k] B[n, k]) * sa[m] * sb[n] (+ R[m, n]); B is the (N, K) weight.
     # SWIGLU: B's rows come in blocks of BLOCK_N // 2 gate rows then the matching up rows
@@ -236,7 +268,7 @@ def _w8a8_gemm_kernel(
         b_ptrs += BLOCK_K * stride_bk
     _gemm_epilogue(
         acc, pid_m, pid_n, c_ptr, sa_ptr, sb_ptr, r_ptr, qs_ptr, M, N, stride_cm, stride_cn, stride_rm, stride_rn,
-        HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N, A_GROUP, Q_OUT, QMAX, IS_INT, EXACT,
+        cos_ptr, sin_ptr, SEQ, N_Q, N_K, HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N, A_GROUP, Q_OUT, QMAX, IS_INT, EXACT, HEAD_DIM,
     )  # fmt: skip
 
 
@@ -305,10 +337,11 @@ def _gemm_epilogue_tma(
 @_jit
 def _w8a8_gemm_tma_kernel(
     a_desc, b_desc, c_desc, r_desc, c_ptr, sa_ptr, sb_ptr, r_ptr, qs_ptr, M, N, K, stride_cm, stride_cn, stride_rm, stride_rn,
+    cos_ptr, sin_ptr, SEQ, N_Q, N_K,
     IS_INT: tl.constexpr, HAS_RESIDUAL: tl.constexpr, SWIGLU: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     NUM_SMS: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, FLATTEN: tl.constexpr, TMA_STORE: tl.constexpr,
-    A_GROUP: tl.constexpr, Q_OUT: tl.constexpr, QMAX: tl.constexpr, EXACT: tl.constexpr,
+    A_GROUP: tl.constexpr, Q_OUT: tl.constexpr, QMAX: tl.constexpr, EXACT: tl.constexpr, HEAD_DIM: tl.constexpr,
 ):  # fmt: skip
     # The same GEMM and epilogue as _w8a8_gemm_kernel, persistent (one program per SM
     # walks the tiles) with A and B tiles fetched by TMA (tensor descriptors; edges read
@@ -350,7 +383,8 @@ def _w8a8_gemm_tma_kernel(
         else:
             _gemm_epilogue(
                 acc, pid_m, pid_n, c_ptr, sa_ptr, sb_ptr, r_ptr, qs_ptr, M, N, stride_cm, stride_cn, stride_rm, stride_rn,
-                HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N, A_GROUP, Q_OUT, QMAX, IS_INT, EXACT,
+                cos_ptr, sin_ptr, SEQ, N_Q, N_K, HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N, A_GROUP, Q_OUT, QMAX, IS_INT, EXACT,
+                HEAD_DIM,
             )  # fmt: skip
 
 
@@ -481,7 +515,7 @@ def w8a8_gemm(
     a: torch.Tensor, a_scale: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor,
     out_dtype: torch.dtype = torch.float16, residual: torch.Tensor | None = None,
     config: dict | None = None, swiglu_block: int | None = None, a_group: int | None = None,
-    quantize_out: bool = False,
+    quantize_out: bool = False, rotary: tuple[torch.Tensor, torch.Tensor, int, int] | None = None,
 ):  # fmt: skip
     """(a @ w.T) * a_scale * w_scale (+ residual) in `out_dtype`: a (M, K) and w (N, K) both
     int8 or both fp8 e4m3, a_scale (M, 1) and w_scale (1, N) or (N,) fp32.
@@ -491,7 +525,12 @@ def w8a8_gemm(
     columns: (codes (M, N // 2), scales (N // 2 // swiglu_block, M) fp32), the input a GEMM
     with `a_group=swiglu_block` takes.
     With `a_group`, a is quantized per row and group of `a_group` columns: a_scale is
-    (K // a_group, M), and each group's partial sums are scaled in the mainloop."""
+    (K // a_group, M), and each group's partial sums are scaled in the mainloop.
+    With `rotary` = (cos, sin, n_q, n_k), the q|k|v projection finished for attention: cos
+    and sin are rotary embeddings' (T, D) tables (T positions, head size D, a power of two;
+    row m is position m % T); the first n_q + n_k columns (q's heads, then k's) are
+    rotated, and the result is stored as q (M, n_q), k (M, n_k) and v (M, N - n_q - n_k),
+    row-major, one after the other in the returned (M, N) tensor's memory (`split_qkv`)."""
     m, k = a.shape
     n, k2 = w.shape
     if k != k2 or a.dtype != w.dtype:
@@ -502,6 +541,13 @@ def w8a8_gemm(
                     or k // a_group * m >= 2**31):  # fmt: skip
         raise ValueError(f"w8a8_gemm: a_group {a_group} needs a power of two >= 32 (an 8-bit dot's K step) dividing K = {k}, "
                          f"a_scale of shape {(k // a_group, m)} (got {tuple(a_scale.shape)}) and fewer than 2**31 scales")  # fmt: skip
+    if rotary is not None:
+        cos, sin, n_q, n_k = rotary
+        d = cos.shape[-1]
+        if (residual is not None or swiglu_block or cos.dim() != 2 or sin.shape != cos.shape or d < 2 or d & (d - 1)
+                or n_q % d or n_k % d or n_q + n_k > n):  # fmt: skip
+            raise ValueError(f"w8a8_gemm: rotary needs (T, D) cos and sin tables with D a power of two dividing n_q {n_q} "
+                             f"and n_k {n_k} (n_q + n_k <= N = {n}), and no residual or SwiGLU; got {tuple(cos.shape)}")  # fmt: skip
     is_int = a.dtype == torch.int8
     group = a_group or (swiglu_block if quantize_out else None)
     cfg = dict(config or gemm_config("int8" if is_int else "fp8", m, n, k, a.device, bool(swiglu_block), group))
@@ -512,6 +558,14 @@ def w8a8_gemm(
         cfg = dict(cfg if config else DEFAULT_GEMM, BLOCK_N=2 * swiglu_block)
     if a_group and cfg["BLOCK_K"] > a_group:
         cfg["BLOCK_K"] = a_group  # a K step must not span two groups' scales
+    rope = {"HEAD_DIM": 0}
+    rope_args = (a, a, 1, 0, 0)  # cos_ptr, sin_ptr, SEQ, N_Q, N_K: unused without rotary
+    if rotary is not None:
+        cos, sin, n_q, n_k = rotary
+        rope = {"HEAD_DIM": cos.shape[-1]}
+        rope_args = (cos.contiguous(), sin.contiguous(), cos.shape[0], n_q, n_k)
+        cfg["BLOCK_N"] = max(cfg["BLOCK_N"], cos.shape[-1])  # a tile holds whole heads
+        cfg["TMA_STORE"] = False  # the split store scatters rows: pointers
     c = torch.empty((m, n // 2 if swiglu_block else n), device=a.device, dtype=a.dtype if quantize_out else out_dtype)
     qs = torch.empty((n // 2 // swiglu_block, m), device=a.device, dtype=torch.float32) if quantize_out else c
     r = residual.reshape(m, n) if residual is not None else c
@@ -524,7 +578,7 @@ def w8a8_gemm(
     # addresses and row strides and unit column strides, else the pointer epilogue runs
     tma_store = bool(cfg.pop("TMA_STORE", False)) and bool(tma) and _tma_ok(c) and _tma_ok(r)
     fit_key = (str(a.device), bm, bn, tuple(sorted(cfg.items())), is_int, residual is not None, bool(swiglu_block),
-               quantize_out, a_group)  # fmt: skip
+               quantize_out, a_group, rotary is not None)  # fmt: skip
     tma_store = tma_store and fit_key not in _TMA_STORE_TOO_BIG
     if a.device.type != "cuda":
         cfg.pop("num_warps", None), cfg.pop("num_stages", None)
@@ -543,9 +597,9 @@ def w8a8_gemm(
                 TensorDescriptor.from_tensor(a, [bm, cfg["BLOCK_K"]]), TensorDescriptor.from_tensor(w, [bn, cfg["BLOCK_K"]]),
                 c_desc, r_desc,
                 c, a_scale.reshape(-1), w_scale.reshape(-1), r, qs, m, n, k, c.stride(0), c.stride(1), r.stride(0), r.stride(1),
-                IS_INT=is_int, HAS_RESIDUAL=residual is not None, SWIGLU=bool(swiglu_block),
+                *rope_args, IS_INT=is_int, HAS_RESIDUAL=residual is not None, SWIGLU=bool(swiglu_block),
                 BLOCK_M=bm, BLOCK_N=bn, NUM_SMS=min(sms, tiles), WARP_SPECIALIZE=ws, FLATTEN=not ws, TMA_STORE=store,
-                **quant, **cfg,
+                **quant, **rope, **cfg,
             )  # fmt: skip
 
         try:
@@ -566,9 +620,9 @@ def w8a8_gemm(
     kernel = _kernel("_w8a8_gemm_kernel", a.device.type != "cuda")
     kernel[grid](
         a, w, c, a_scale.reshape(-1), w_scale.reshape(-1), r, qs, m, n, k,
-        a.stride(0), a.stride(1), w.stride(0), w.stride(1), c.stride(0), c.stride(1), r.stride(0), r.stride(1),
+        a.stride(0), a.stride(1), w.stride(0), w.stride(1), c.stride(0), c.stride(1), r.stride(0), r.stride(1), *rope_args,
         IS_INT=is_int, HAS_RESIDUAL=residual is not None, EVEN_K=k % cfg["BLOCK_K"] == 0, SWIGLU=bool(swiglu_block),
-        BLOCK_M=bm, BLOCK_N=bn, **quant, **cfg,
+        BLOCK_M=bm, BLOCK_N=bn, **quant, **rope, **cfg,
     )  # fmt: skip
     return (c, qs) if quantize_out else c
 
@@ -576,6 +630,15 @@ def w8a8_gemm(
 # GEMM launches (device, tile, kind, epilogue) whose TMA-store staging did not fit in
 # shared memory: they use the pointer epilogue from their first call on
 _TMA_STORE_TOO_BIG: set[tuple] = set()
+
+
+def split_qkv(c: torch.Tensor, n_q: int, n_k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q (M, n_q), k (M, n_k) and v (M, rest): views of the memory of `w8a8_gemm(...,
+    rotary=...)`'s (M, N) result, where they lie one after the other."""
+    m, n = c.shape
+    flat = c.view(-1)
+    return (flat[: m * n_q].view(m, n_q), flat[m * n_q : m * (n_q + n_k)].view(m, n_k),
+            flat[m * (n_q + n_k) :].view(m, n - n_q - n_k))  # fmt: skip
 
 
 def _tma_ok(t: torch.Tensor) -> bool:

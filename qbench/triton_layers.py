@@ -2,10 +2,16 @@
 
 A decoder layer becomes five kernels around attention, each reading its input once:
 
-    x ─ rmsnorm_quant ─ gemm(qkv) ─ rotary+attention ─ quantize_rows ─ gemm(o, +x)
+    x ─ rmsnorm_quant ─ gemm(qkv, rotary) ─ attention ─ quantize_rows ─ gemm(o, +x)
       ─ rmsnorm_quant ─ gemm(gate|up, silu*mul) ─ quantize_rows ─ gemm(down, +x)
 
-With `act_group_size` (config key of the dtype), four: the gate|up GEMM's epilogue
+(The q|k|v GEMM's epilogue applies the rotary embeddings and writes q, k and v each in
+the dense layout attention reads: no rotary or copy kernel runs between them.)
+
+With `act_group_size` and `requantize` (config keys of the dtype), the down projection's
+input is quantized in the SiLU*mul epilogue per group and rescaled to one scale per token
+by a pass over the 8-bit codes (`requantize_groups`), not read back in 16 bits.
+With `act_group_size` alone, four: the gate|up GEMM's epilogue
 quantizes silu(gate) * up itself, per token and group of channels (one tile's width), and
 the down GEMM scales each group's partial sums in its mainloop, so the (M, I) activation
 is written once, in 8 bits, and no kernel reads it back to quantize it.
@@ -21,6 +27,7 @@ layout changes), and CUDA graphs capture them like any kernel.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from qbench import triton_kernels as tk
@@ -69,6 +76,14 @@ def w8a8_gemm_grouped_op(
     return tk.w8a8_gemm(a, a_scale, w, w_scale, torch.float16, residual, a_group=group)
 
 
+@torch.library.custom_op("qbench::w8a8_gemm_rotary", mutates_args=())
+def w8a8_gemm_rotary_op(
+    a: torch.Tensor, a_scale: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor,
+    cos: torch.Tensor, sin: torch.Tensor, n_q: int, n_k: int,
+) -> torch.Tensor:  # fmt: skip
+    return tk.w8a8_gemm(a, a_scale, w, w_scale, torch.float16, rotary=(cos, sin, n_q, n_k))
+
+
 @torch.library.custom_op("qbench::requantize_groups", mutates_args=())
 def requantize_groups_op(codes: torch.Tensor, scales: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
     return tk.requantize_groups(codes, scales, group)
@@ -115,6 +130,11 @@ def _(a, a_scale, w, w_scale, block):
 def _(a, a_scale, w, w_scale, block):
     m, n = a.shape[0], w.shape[0] // 2
     return a.new_empty((m, n)), a.new_empty((n // block, m), dtype=torch.float32)
+
+
+@w8a8_gemm_rotary_op.register_fake
+def _(a, a_scale, w, w_scale, cos, sin, n_q, n_k):
+    return a.new_empty((a.shape[0], w.shape[0]), dtype=torch.float16)
 
 
 @requantize_groups_op.register_fake
@@ -182,7 +202,12 @@ class TritonLinear(nn.Module):
 
 class TritonDecoderLayer(nn.Module):
     """A `qbench.workloads.DecoderLayer` with every GEMM in W8A8 and the quantization
-    fused into the op that produces each GEMM's input. Attention is the original's."""
+    fused into the op that produces each GEMM's input, and the rotary embeddings into
+    the q|k|v GEMM's epilogue. Attention is SDPA's, as in the original."""
+
+    # False: rotary embeddings and attention's layout as the original layer does them
+    # (torch ops that torch.compile fuses), for A/B timing (scripts/bench_schemes.py)
+    fused_rotary = True
 
     def __init__(
         self, layer: nn.Module, kind: str, act_group_size: int | None = None, requantize: bool = False
@@ -208,10 +233,27 @@ class TritonDecoderLayer(nn.Module):
         for name in ("qkv", "o", "gate_up", "down"):
             delattr(layer, name)
 
+    def attend(self, xq: torch.Tensor, xs: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, b: int, t: int):
+        """Attention from the quantized normed input: the q|k|v GEMM's epilogue applies
+        the rotary embeddings and leaves q, k and v each dense, in the (batch, tokens,
+        heads, head_dim) layout attention reads, so no copy runs between the GEMM and the
+        attention kernel. Head sizes that are not a power of two take the original's path."""
+        layer = self.layer
+        d = layer.head_dim
+        if not self.fused_rotary or d & (d - 1):
+            return layer.attend(self.qkv(xq, xs).view(b, t, -1), cos, sin)
+        n_q, n_k = layer.heads * d, layer.kv_heads * d
+        qkv = w8a8_gemm_rotary_op(xq, xs, self.qkv.weight_q, self.qkv.weight_scale, cos, sin, n_q, n_k)
+        q, k, v = tk.split_qkv(qkv, n_q, n_k)
+        q = q.view(b, t, layer.heads, d).transpose(1, 2)
+        k, v = (z.view(b, t, layer.kv_heads, d).transpose(1, 2) for z in (k, v))
+        attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        return attn.transpose(1, 2).reshape(b, t, n_q)
+
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         b, t, h = x.shape
         xq, xs = rmsnorm_quant_op(x, self.input_norm_weight, self.input_eps, self.kind)
-        attn = self.layer.attend(self.qkv(xq, xs).view(b, t, -1), cos, sin)
+        attn = self.attend(xq, xs, cos, sin, b, t)
         aq, as_ = quantize_rows_op(attn, self.kind)
         x = self.o(aq, as_, x.reshape(b * t, h))
         hq, hs = rmsnorm_quant_op(x, self.post_norm_weight, self.post_eps, self.kind)

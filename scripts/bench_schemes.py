@@ -10,13 +10,15 @@ one process, few iterations.
 A variant is scheme:impl, or scheme:triton:G for the triton impl with act_group_size G (the
 down projection's input quantized per token and group of G channels in the SiLU*mul
 GEMM's epilogue), or scheme:triton:Gr for the same groups requantized to one scale per
-token (dtype key requantize).
+token (dtype key requantize); a trailing u (scheme:triton:u, scheme:triton:128ru) runs
+the rotary embeddings as torch ops, not in the q|k|v GEMM's epilogue (A/B timing).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 
 import torch
@@ -49,22 +51,25 @@ def main() -> None:
         (s, i, None) for s in SCHEMES for i in IMPLS if not DtypeConfig("v", s, i).problems()]  # fmt: skip
     dtypes = []
     for scheme, impl, spec in variants:
-        # G: act_group_size G; Gr: the same, requantized per token
-        requantize = bool(spec) and spec.endswith("r")
-        try:
-            group = int(spec.removesuffix("r")) if spec else None
-        except ValueError:
-            raise SystemExit(f"--variants {scheme}:{impl}:{spec}: the third part is a group size, e.g. 128 or 128r") from None
-        dt = DtypeConfig(f"{scheme}-{impl}" + (f"-g{spec}" if spec else ""), scheme, impl, act_group_size=group,
-                         requantize=requantize)  # fmt: skip
+        # [G][r][u]: act_group_size G; r: requantized per token; u: rotary not fused
+        parts = re.fullmatch(r"(\d*)(r?)(u?)", spec or "")
+        if not parts:
+            raise SystemExit(f"--variants {scheme}:{impl}:{spec}: the third part is [group][r][u], e.g. 128, 128r or u")
+        group = int(parts[1]) if parts[1] else None
+        dt = DtypeConfig(f"{scheme}-{impl}" + (f"-{spec}" if spec else ""), scheme, impl, act_group_size=group,
+                         requantize=bool(parts[2]))  # fmt: skip
         if dt.problems():
             raise SystemExit(f"--variants {scheme}:{impl}:{spec}: " + "; ".join(dt.problems()))
-        dtypes.append((dt, spec))
+        dtypes.append((dt, spec, not parts[3]))
     rows = []
     for batch in args.batch:
         base = {}
-        for dt, group in dtypes:
+        for dt, group, fused_rotary in dtypes:
             scheme, impl = dt.scheme, dt.impl
+            if impl == "triton":
+                from qbench.triton_layers import TritonDecoderLayer
+
+                TritonDecoderLayer.fused_rotary = fused_rotary
             cell = CellConfig(wl, dt, batch, 0,
                               TimingConfig(warmup=3, min_iterations=args.iterations, max_iterations=args.iterations), 0, cfg.get("device", "auto"))  # fmt: skip
             t = run_cell(cell, device).to_pandas()

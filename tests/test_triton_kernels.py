@@ -164,6 +164,41 @@ def test_gemm_dequantizes_in_its_epilogue(q, m, k, n, residual, tma):
         torch.testing.assert_close(got.double(), ref, rtol=2e-3, atol=2e-3 * float(ref.abs().max()))
 
 
+@pytest.mark.parametrize("q", QDTYPES, ids=ids)
+@pytest.mark.parametrize("m,k,d,heads,kv", [(37, 64, 16, 4, 2), (19, 32, 32, 2, 1)] + (
+    [(1000, 2048, 64, 32, 8)] if CUDA else []))  # fmt: skip
+@KERNELS
+def test_gemm_rotary_epilogue_finishes_qkv_for_attention(q, m, k, d, heads, kv, tma):
+    """rotary: the q|k|v projection's epilogue applies rotary embeddings to q and k (row m
+    at position m % T) and stores q, k and v as dense row-major matrices one after the
+    other: what attention reads after qbench.workloads.apply_rotary, without the copies.
+    A wrong position, head, half or section is off by O(1)."""
+    from qbench.workloads import apply_rotary, rotary_tables
+
+    qdtype, qmax = q
+    if qdtype != torch.int8 and CUDA and torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("fp8 needs compute capability 8.9")
+    n_q, n_k, t = heads * d, kv * d, 8
+    n = n_q + 2 * n_k
+    a, sa = schemes.quantize_rows(rand(m, k, seed=m + k), qmax, qdtype)
+    w, sw = schemes.quantize_rows(rand(n, k, seed=n + 7), qmax, qdtype)
+    cos, sin = rotary_tables(t, d, 10000.0, DEVICE, torch.float16)
+    cfg = {**tk.gemm_config(ids(q), m, n, k, torch.device(DEVICE)), **tma}
+    got = tk.w8a8_gemm(a, sa, w, sw.view(1, -1), config=cfg, rotary=(cos, sin, n_q, n_k))
+    assert got.shape == (m, n) and got.is_contiguous()
+    gq, gk, gv = tk.split_qkv(got, n_q, n_k)
+    plain = (a.double() @ w.double().t()) * sa.double() * sw.view(1, -1).double()
+    pos = torch.arange(m, device=DEVICE) % t
+    c, s = cos.double()[pos].unsqueeze(1), sin.double()[pos].unsqueeze(1)  # (m, 1, d)
+    ref_q = apply_rotary(plain[:, :n_q].view(m, heads, d), c, s).view(m, n_q)
+    ref_k = apply_rotary(plain[:, n_q : n_q + n_k].view(m, kv, d), c, s).view(m, n_k)
+    for name, g, ref in (("q", gq, ref_q), ("k", gk, ref_k), ("v", gv, plain[:, n_q + n_k :])):
+        tol = 2e-3 if qdtype == torch.int8 or not CUDA else 2e-2  # Hopper's fp8 dots: fewer accumulator bits
+        torch.testing.assert_close(g.double(), ref, rtol=tol, atol=tol * float(ref.abs().max()), msg=name)
+    with pytest.raises(ValueError, match="rotary needs"):
+        tk.w8a8_gemm(a, sa, w, sw.view(1, -1), rotary=(cos[:, :6], sin[:, :6], n_q, n_k))
+
+
 def test_gemm_rejects_mismatched_operands():
     a = torch.zeros(4, 32, dtype=torch.int8, device=DEVICE)
     w = torch.zeros(8, 16, dtype=torch.int8, device=DEVICE)
@@ -194,6 +229,30 @@ def test_triton_decoder_matches_the_eager_w8a8_model(scheme):
     quant_error = schemes.relative_error(out["eager"], out["ref"])
     assert schemes.relative_error(out["fused"], out["eager"]) < quant_error
     assert schemes.relative_error(out["fused"], out["ref"]) < 1.5 * quant_error < schemes.DEFAULT_TOLERANCE[scheme]
+
+
+@pytest.mark.parametrize("scheme", ["w8a8-int8", "w8a8-fp8"])
+def test_triton_decoder_rotary_in_the_qkv_epilogue_is_the_original_attention(scheme, monkeypatch):
+    """The fused layer's attention (rotary embeddings in the q|k|v GEMM's epilogue, q, k
+    and v handed to SDPA without copies) against the original layer's path on the same
+    quantized input: they differ by the fp16 rounding of q and k before rotation only
+    (a wrong position, head or section is off by O(1))."""
+    from qbench import triton_layers as tl_
+
+    if scheme == "w8a8-fp8" and CUDA and torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("fp8 needs compute capability 8.9")
+    kind = "int8" if scheme == "w8a8-int8" else "fp8"
+    with torch.inference_mode():
+        x = make_input(TINY, 3, DEVICE, torch.float16, 0)
+        model = schemes.apply_scheme(build_model(TINY, DEVICE, torch.float16, 0), scheme, "triton")
+        model(x)  # builds the rotary tables
+        layer, (cos, sin) = model.layers[0], model._rope
+        xq, xs = tl_.rmsnorm_quant_op(x, layer.input_norm_weight, layer.input_eps, kind)
+        fused = layer.attend(xq, xs, cos, sin, 3, TINY.seq_len)
+        monkeypatch.setattr(tl_.TritonDecoderLayer, "fused_rotary", False)
+        unfused = layer.attend(xq, xs, cos, sin, 3, TINY.seq_len)
+    assert fused.shape == unfused.shape == (3, TINY.seq_len, TINY.hidden)
+    assert 0 < schemes.relative_error(fused, unfused) < 2e-3
 
 
 @pytest.mark.parametrize("scheme", ["w8a8-int8", "w8a8-fp8"])
