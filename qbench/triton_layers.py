@@ -2,11 +2,12 @@
 
 A decoder layer becomes five kernels around attention, each reading its input once:
 
-    x ─ rmsnorm_quant ─ gemm(qkv, rotary) ─ attention ─ quantize_rows ─ gemm(o, +x)
+    x ─ rmsnorm_quant ─ gemm(qkv) ─ rotary+attention ─ quantize_rows ─ gemm(o, +x)
       ─ rmsnorm_quant ─ gemm(gate|up, silu*mul) ─ quantize_rows ─ gemm(down, +x)
 
-(The q|k|v GEMM's epilogue applies the rotary embeddings and writes q, k and v each in
-the dense layout attention reads: no rotary or copy kernel runs between them.)
+(With `TritonDecoderLayer.fused_rotary`, the q|k|v GEMM's epilogue applies the rotary
+embeddings and writes q, k and v each in the dense layout attention reads; measured
+slower on the H100, so off.)
 
 With `act_group_size` and `requantize` (config keys of the dtype), the down projection's
 input is quantized in the SiLU*mul epilogue per group and rescaled to one scale per token
@@ -202,12 +203,14 @@ class TritonLinear(nn.Module):
 
 class TritonDecoderLayer(nn.Module):
     """A `qbench.workloads.DecoderLayer` with every GEMM in W8A8 and the quantization
-    fused into the op that produces each GEMM's input, and the rotary embeddings into
-    the q|k|v GEMM's epilogue. Attention is SDPA's, as in the original."""
+    fused into the op that produces each GEMM's input. Attention is the original's (or,
+    with `fused_rotary`, SDPA on the q|k|v GEMM's rotated, split output)."""
 
-    # False: rotary embeddings and attention's layout as the original layer does them
-    # (torch ops that torch.compile fuses), for A/B timing (scripts/bench_schemes.py)
-    fused_rotary = True
+    # True: rotary embeddings in the q|k|v GEMM's epilogue (`attend`). Off: on the H100 it
+    # made the forward slower (267.5 against 262.5 ms at batch 1024, docs/W8A8.md), the
+    # GEMM's split stores costing more than the rotary and copy kernels they remove.
+    # scripts/bench_schemes.py turns it on for a variant with the suffix f.
+    fused_rotary = False
 
     def __init__(
         self, layer: nn.Module, kind: str, act_group_size: int | None = None, requantize: bool = False

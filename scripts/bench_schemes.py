@@ -10,8 +10,9 @@ one process, few iterations.
 A variant is scheme:impl, or scheme:triton:G for the triton impl with act_group_size G (the
 down projection's input quantized per token and group of G channels in the SiLU*mul
 GEMM's epilogue), or scheme:triton:Gr for the same groups requantized to one scale per
-token (dtype key requantize); a trailing u (scheme:triton:u, scheme:triton:128ru) runs
-the rotary embeddings as torch ops, not in the q|k|v GEMM's epilogue (A/B timing).
+token (dtype key requantize); a trailing f (scheme:triton:f, scheme:triton:128rf) puts the
+rotary embeddings in the q|k|v GEMM's epilogue (TritonDecoderLayer.fused_rotary, off by
+default: measured slower).
 """
 
 from __future__ import annotations
@@ -51,16 +52,16 @@ def main() -> None:
         (s, i, None) for s in SCHEMES for i in IMPLS if not DtypeConfig("v", s, i).problems()]  # fmt: skip
     dtypes = []
     for scheme, impl, spec in variants:
-        # [G][r][u]: act_group_size G; r: requantized per token; u: rotary not fused
-        parts = re.fullmatch(r"(\d*)(r?)(u?)", spec or "")
+        # [G][r][f]: act_group_size G; r: requantized per token; f: rotary in the q|k|v epilogue
+        parts = re.fullmatch(r"(\d*)(r?)(f?)", spec or "")
         if not parts:
-            raise SystemExit(f"--variants {scheme}:{impl}:{spec}: the third part is [group][r][u], e.g. 128, 128r or u")
+            raise SystemExit(f"--variants {scheme}:{impl}:{spec}: the third part is [group][r][f], e.g. 128, 128r or f")
         group = int(parts[1]) if parts[1] else None
         dt = DtypeConfig(f"{scheme}-{impl}" + (f"-{spec}" if spec else ""), scheme, impl, act_group_size=group,
                          requantize=bool(parts[2]))  # fmt: skip
         if dt.problems():
             raise SystemExit(f"--variants {scheme}:{impl}:{spec}: " + "; ".join(dt.problems()))
-        dtypes.append((dt, spec, not parts[3]))
+        dtypes.append((dt, spec, bool(parts[3])))
     rows = []
     for batch in args.batch:
         base = {}

@@ -248,9 +248,9 @@ def test_triton_decoder_rotary_in_the_qkv_epilogue_is_the_original_attention(sch
         model(x)  # builds the rotary tables
         layer, (cos, sin) = model.layers[0], model._rope
         xq, xs = tl_.rmsnorm_quant_op(x, layer.input_norm_weight, layer.input_eps, kind)
-        fused = layer.attend(xq, xs, cos, sin, 3, TINY.seq_len)
-        monkeypatch.setattr(tl_.TritonDecoderLayer, "fused_rotary", False)
         unfused = layer.attend(xq, xs, cos, sin, 3, TINY.seq_len)
+        monkeypatch.setattr(tl_.TritonDecoderLayer, "fused_rotary", True)
+        fused = layer.attend(xq, xs, cos, sin, 3, TINY.seq_len)
     assert fused.shape == unfused.shape == (3, TINY.seq_len, TINY.hidden)
     assert 0 < schemes.relative_error(fused, unfused) < 2e-3
 
@@ -402,7 +402,8 @@ def test_gemm_swiglu_epilogue_is_silu_gate_times_up(q, m, k, i, tma):
 
 
 @pytest.mark.parametrize("q", QDTYPES, ids=ids)
-@pytest.mark.parametrize("m,k,i", [(37, 64, 64), (5, 80, 96), (3000, 2048, 8192)][: None if CUDA else 2])
+# the group is the tile's half-width (128 on a GPU, 32 in the interpreter): i a multiple of it
+@pytest.mark.parametrize("m,k,i", [(37, 64, 128), (5, 80, 256), (3000, 2048, 8192)] if CUDA else [(37, 64, 64), (5, 80, 96)])
 @KERNELS
 def test_gemm_swiglu_epilogue_quantizes_per_token_group(q, m, k, i, tma):
     """With quantize_out, the SiLU*mul tile leaves as 8-bit codes and one scale per row and
@@ -423,7 +424,9 @@ def test_gemm_swiglu_epilogue_quantizes_per_token_group(q, m, k, i, tma):
     gu = (a.double() @ w.double().t()) * sa.double() * sw.view(1, -1).double()
     ref = (torch.nn.functional.silu(gu[:, :i]) * gu[:, i:]).view(m, i // group, group)
     ref_scales = ref.abs().amax(dim=2).clamp(min=1e-8) / qmax  # (m, groups)
-    torch.testing.assert_close(scales.t().double(), ref_scales, rtol=1e-3, atol=1e-9)
+    # Hopper's fp8 dots accumulate with fewer bits than the float64 reference: 2% there
+    acc = 2e-2 if qdtype != torch.int8 and CUDA else 1e-3
+    torch.testing.assert_close(scales.t().double(), ref_scales, rtol=acc, atol=1e-9)
     got = codes.double().view(m, i // group, group) * scales.t().double().unsqueeze(2)
     # each value within half a grid step (int8: 0.5 of a code; e4m3: 2^-4 relative), plus
     # the fp32 epilogue's own rounding; a wrong group, row or scale is off by far more
@@ -431,7 +434,7 @@ def test_gemm_swiglu_epilogue_quantizes_per_token_group(q, m, k, i, tma):
     if qdtype == torch.int8:
         bound = ref.abs().amax(dim=2, keepdim=True) * (rel + 1e-3)
     else:  # relative to each value, plus a margin above the subnormals' spacing (2^-9 codes)
-        bound = ref.abs() * (rel + 1e-3) + ref_scales.unsqueeze(2) * 2.0**-6
+        bound = ref.abs() * (rel + acc) + ref_scales.unsqueeze(2) * 2.0**-6
     assert bool(((got - ref).abs() <= bound).all()), float(((got - ref).abs() - bound).max())
 
 
