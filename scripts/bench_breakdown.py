@@ -49,8 +49,10 @@ def main() -> None:
     for scheme in args.schemes.split(","):
         for impl in args.impls.split(","):
             with torch.inference_mode():
-                model = schemes.apply_scheme(build_model(wl, device, torch.float16, 0), scheme)
-                x = make_input(wl, batch, device, schemes.activation_dtype(scheme), 0)
+                # the impl's own model, as a measurement job builds it (impl was ignored
+                # here before: `--impls triton` profiled the compile path)
+                model = schemes.apply_scheme(build_model(wl, device, torch.float16, 0), scheme, impl)
+                x = make_input(wl, batch, device, schemes.activation_dtype(scheme, impl), 0)
             if impl != "eager":
                 model = schemes.compile_model(model)
             with torch.inference_mode():
