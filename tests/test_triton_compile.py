@@ -1,0 +1,67 @@
+"""The GEMM and row kernels compiled for the H100 (sm_90), without a GPU.
+
+Triton's interpreter runs the kernels' Python as Python. Compiling them goes through
+Triton's code generator instead, which has its own rules. In the tenth session a
+`return` inside a constexpr `if` compiled the int8 dot that followed it, into the wrong
+accumulator. The interpreter tests passed; the GPU failed to compile. This test runs
+that code generator (and ptxas) on CI's CPU machines for each epilogue and mainloop
+variant. It needs a process without TRITON_INTERPRET, since the kernels are jitted at
+import."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip("triton")
+pytest.importorskip("triton.backends.nvidia")
+
+SCRIPT = textwrap.dedent(
+    """
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    import qbench.triton_kernels as tk
+
+    H100 = GPUTarget("cuda", 90, 32)
+
+    def gemm(is_int, a_group=0, q_out=False, swiglu=False, residual=False, head_dim=0):
+        fn, q = tk._w8a8_gemm_kernel, "i8" if is_int else "fp8e4nv"
+        const = dict(IS_INT=is_int, HAS_RESIDUAL=residual, EVEN_K=True, SWIGLU=swiglu, BLOCK_M=128, BLOCK_N=256,
+                     BLOCK_K=128, GROUP_M=8, A_GROUP=a_group, Q_OUT=q_out, QMAX=127.0 if is_int else 448.0,
+                     EXACT=False, HEAD_DIM=head_dim)
+        ptr = {"a_ptr": q, "b_ptr": q, "c_ptr": q if q_out else "fp16", "sa_ptr": "fp32", "sb_ptr": "fp32",
+               "qs_ptr": "fp32", "r_ptr": "fp16", "cos_ptr": "fp16", "sin_ptr": "fp16"}
+        sig = {n: "constexpr" if n in const else "*" + ptr[n] if n in ptr else "i32" for n in fn.arg_names}
+        triton.compile(ASTSource(fn, sig, const), target=H100, options=dict(num_warps=8, num_stages=3))
+
+    def rows(mode, is_int):
+        fn, q = tk._quantize_rows_kernel, "i8" if is_int else "fp8e4nv"
+        const = dict(QMAX=127.0 if is_int else 448.0, MODE=mode, IS_INT=is_int, BLOCK=8192, EXACT=False, GROUP=128)
+        ptr = {"x_ptr": q if mode == 3 else "fp16", "q_ptr": q, "w_ptr": "fp32" if mode == 3 else "fp16",
+               "s_ptr": "fp32"}
+        sig = {n: "constexpr" if n in const else "*" + ptr[n] if n in ptr else "fp32" if n == "eps" else "i32"
+               for n in fn.arg_names}
+        triton.compile(ASTSource(fn, sig, const), target=H100, options=dict(num_warps=8))
+
+    for is_int in (True, False):
+        for name, kw in [("plain", {}), ("residual", dict(residual=True)), ("swiglu", dict(swiglu=True)),
+                         ("swiglu, quantized per group", dict(swiglu=True, q_out=True)),
+                         ("per-group A, residual", dict(a_group=128, residual=True)),
+                         ("rotary split", dict(head_dim=64))]:
+            gemm(is_int, **kw)
+            print("gemm", "int8" if is_int else "fp8", name, "ok", flush=True)
+        for mode in (0, 1, 2, 3):
+            rows(mode, is_int)
+            print("rows", "int8" if is_int else "fp8", mode, "ok", flush=True)
+    """
+)
+
+
+def test_the_kernels_compile_for_the_h100():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    assert run.stdout.count(" ok") == 2 * (6 + 4), run.stdout
