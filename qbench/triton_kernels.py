@@ -123,7 +123,7 @@ def _quantize_rows_kernel(
 @_jit
 def _gemm_epilogue(
     acc, pid_m, pid_n, c_ptr, sa_ptr, sb_ptr, r_ptr, qs_ptr, M, N, stride_cm, stride_cn, stride_rm, stride_rn,
-    cos_ptr, sin_ptr, SEQ, N_Q, N_K,
+    cos_ptr, sin_ptr, SEQ, N_ROT,
     HAS_RESIDUAL: tl.constexpr, SWIGLU: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     A_GROUP: tl.constexpr, Q_OUT: tl.constexpr, QMAX: tl.constexpr, IS_INT: tl.constexpr, EXACT: tl.constexpr,
     HEAD_DIM: tl.constexpr,
@@ -134,8 +134,8 @@ def _gemm_epilogue(
     # A_GROUP: A's scales were applied in the mainloop (per group of K), only B's are left.
     # Q_OUT (SWIGLU only): the tile's silu(gate) * up is quantized per row and stored as
     # 8-bit codes, its scales at qs[pid_n, row] (_quantize_tile).
-    # HEAD_DIM > 0 (the q|k|v projection, _rotary_split_store): rotary embeddings on the
-    # first N_Q + N_K columns, and C stored as three row-major matrices, q, k and v.
+    # HEAD_DIM > 0 (the q|k|v projection): rotary embeddings on the first N_ROT columns,
+    # whose heads come in interleaved pairs (_rotary_pairs).
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     sb = tl.load(sb_ptr + offs_n, mask=offs_n < N, other=0.0)
@@ -153,9 +153,9 @@ def _gemm_epilogue(
         if Q_OUT:
             h = _quantize_tile(h, pid_n, offs_m, qs_ptr, M, QMAX, IS_INT, EXACT)
         tl.store(c_ptr + rows * stride_cm + offs_h[None, :] * stride_cn, h.to(c_ptr.dtype.element_ty), mask=mask_h)
-    elif HEAD_DIM > 0:
-        _rotary_split_store(c, offs_m, offs_n, c_ptr, cos_ptr, sin_ptr, M, N, SEQ, N_Q, N_K, BLOCK_M, BLOCK_N, HEAD_DIM)
     else:
+        if HEAD_DIM > 0:
+            c = _rotary_pairs(c, offs_m, offs_n, cos_ptr, sin_ptr, SEQ, N_ROT, BLOCK_M, BLOCK_N, HEAD_DIM)
         mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
         if HAS_RESIDUAL:
             r = tl.load(r_ptr + rows * stride_rm + offs_n[None, :] * stride_rn, mask=mask, other=0.0)
@@ -164,29 +164,25 @@ def _gemm_epilogue(
 
 
 @_jit
-def _rotary_split_store(
-    c, offs_m, offs_n, c_ptr, cos_ptr, sin_ptr, M, N, SEQ, N_Q, N_K,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+def _rotary_pairs(
+    c, offs_m, offs_n, cos_ptr, sin_ptr, SEQ, N_ROT,
+    BLOCK_M: tl.constexpr, WIDTH: tl.constexpr, HEAD_DIM: tl.constexpr,
 ):  # fmt: skip
-    # The q|k|v projection's tile, finished for attention: rotary embeddings on q and k
-    # (row m is position m % SEQ; cos and sin: (SEQ, HEAD_DIM) tables, contiguous), and
-    # stored as q (M, N_Q), k (M, N_K) and v (M, N - N_Q - N_K), row-major, one after the
-    # other in C's memory: each a dense (batch, tokens, heads, head_dim), the layout
-    # attention reads without a copy. Tiles hold whole heads (BLOCK_N % HEAD_DIM == 0).
-    HALF: tl.constexpr = HEAD_DIM // 2
-    # each head's first and second halves side by side: x1, x2 (BLOCK_M, heads, HALF)
-    x1, x2 = tl.split(tl.permute(tl.reshape(c, (BLOCK_M, BLOCK_N // HEAD_DIM, 2, HALF)), (0, 1, 3, 2)))
-    pos = (offs_m % SEQ).to(tl.int64)[:, None, None] * HEAD_DIM + tl.arange(0, HALF)[None, None, :]
-    cos = tl.load(cos_ptr + pos).to(tl.float32)  # (BLOCK_M, 1, HALF): the tables' halves are equal
+    # Rotary embeddings on a (BLOCK_M, WIDTH) tile of the q|k|v projection, columns
+    # offs_n: the first N_ROT columns (q's heads, then k's) hold each head's dimensions
+    # in interleaved pairs (j, j + HEAD_DIM/2) (`rotary_interleave` reorders the weight's
+    # rows), so a pair is two neighbouring columns, which the accumulator's layout keeps
+    # in one thread: the rotation moves no data between threads. Row m is position
+    # m % SEQ; cos and sin are (SEQ, HEAD_DIM) tables whose halves are equal. Attention's
+    # q.k is the same in any order of a head's dimensions that q and k share.
+    x1, x2 = tl.split(tl.reshape(c, (BLOCK_M, WIDTH // 2, 2)))
+    first, _ = tl.split(tl.reshape(offs_n, (WIDTH // 2, 2)))  # each pair's first column
+    j = (first % HEAD_DIM) // 2  # the pair's frequency
+    pos = (offs_m % SEQ).to(tl.int64)[:, None] * HEAD_DIM + j[None, :]
+    cos = tl.load(cos_ptr + pos).to(tl.float32)
     sin = tl.load(sin_ptr + pos).to(tl.float32)
-    rot = tl.join(x1 * cos - x2 * sin, x2 * cos + x1 * sin)  # (BLOCK_M, heads, HALF, 2)
-    rot = tl.reshape(tl.permute(rot, (0, 1, 3, 2)), (BLOCK_M, BLOCK_N))
-    cols = offs_n[None, :]
-    c = tl.where(cols < N_Q + N_K, rot, c)
-    start = tl.where(cols < N_Q, 0, tl.where(cols < N_Q + N_K, N_Q, N_Q + N_K)).to(tl.int64)
-    width = tl.where(cols < N_Q, N_Q, tl.where(cols < N_Q + N_K, N_K, N - N_Q - N_K)).to(tl.int64)
-    offs = M.to(tl.int64) * start + offs_m.to(tl.int64)[:, None] * width + (cols - start)
-    tl.store(c_ptr + offs, c.to(c_ptr.dtype.element_ty), mask=(offs_m[:, None] < M) & (cols < N))
+    rot = tl.reshape(tl.join(x1 * cos - x2 * sin, x2 * cos + x1 * sin), (BLOCK_M, WIDTH))
+    return tl.where(offs_n[None, :] < N_ROT, rot, c)
 
 
 @_jit
@@ -226,7 +222,7 @@ def _scaled_dot(a, b, acc, sa_ptr, offs_m, ki, M, IS_INT: tl.constexpr, BLOCK_K:
 @_jit
 def _w8a8_gemm_kernel(
     a_ptr, b_ptr, c_ptr, sa_ptr, sb_ptr, r_ptr, qs_ptr, M, N, K,
-    stride_am, stride_ak, stride_bn, stride_bk, stride_cm, stride_cn, stride_rm, stride_rn, cos_ptr, sin_ptr, SEQ, N_Q, N_K,
+    stride_am, stride_ak, stride_bn, stride_bk, stride_cm, stride_cn, stride_rm, stride_rn, cos_ptr, sin_ptr, SEQ, N_ROT,
     IS_INT: tl.constexpr, HAS_RESIDUAL: tl.constexpr, EVEN_K: tl.constexpr, SWIGLU: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     A_GROUP: tl.constexpr, Q_OUT: tl.constexpr, QMAX: tl.constexpr, EXACT: tl.constexpr, HEAD_DIM: tl.constexpr,
@@ -268,7 +264,7 @@ def _w8a8_gemm_kernel(
         b_ptrs += BLOCK_K * stride_bk
     _gemm_epilogue(
         acc, pid_m, pid_n, c_ptr, sa_ptr, sb_ptr, r_ptr, qs_ptr, M, N, stride_cm, stride_cn, stride_rm, stride_rn,
-        cos_ptr, sin_ptr, SEQ, N_Q, N_K, HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N, A_GROUP, Q_OUT, QMAX, IS_INT, EXACT, HEAD_DIM,
+        cos_ptr, sin_ptr, SEQ, N_ROT, HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N, A_GROUP, Q_OUT, QMAX, IS_INT, EXACT, HEAD_DIM,
     )  # fmt: skip
 
 
@@ -291,9 +287,10 @@ def _grouped_tile(tile, num_pid_m, per_group, GROUP_M: tl.constexpr):
 
 @_jit
 def _gemm_epilogue_tma(
-    acc, pid_m, pid_n, c_desc, sa_ptr, sb_ptr, r_desc, qs_ptr, M, N,
+    acc, pid_m, pid_n, c_desc, sa_ptr, sb_ptr, r_desc, qs_ptr, M, N, cos_ptr, sin_ptr, SEQ, N_ROT,
     HAS_RESIDUAL: tl.constexpr, SWIGLU: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     A_GROUP: tl.constexpr, Q_OUT: tl.constexpr, QMAX: tl.constexpr, IS_INT: tl.constexpr, EXACT: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
 ):  # fmt: skip
     # _gemm_epilogue with C (and R) through tensor descriptors of block [BLOCK_M,
     # BLOCK_N // 2]. A TMA store is asynchronous: the tile drains from shared memory to
@@ -325,6 +322,9 @@ def _gemm_epilogue_tma(
         c_desc.store([row, pid_n * HALF], h.to(c_desc.dtype))
     else:
         col = pid_n * BLOCK_N
+        if HEAD_DIM > 0:
+            c0 = _rotary_pairs(c0, offs_m, offs_n, cos_ptr, sin_ptr, SEQ, N_ROT, BLOCK_M, HALF, HEAD_DIM)
+            c1 = _rotary_pairs(c1, offs_m, HALF + offs_n, cos_ptr, sin_ptr, SEQ, N_ROT, BLOCK_M, HALF, HEAD_DIM)
         # each half's residual read just before its add: one half-tile buffer at a time
         if HAS_RESIDUAL:
             c0 += r_desc.load([row, col]).to(tl.float32)
@@ -337,7 +337,7 @@ def _gemm_epilogue_tma(
 @_jit
 def _w8a8_gemm_tma_kernel(
     a_desc, b_desc, c_desc, r_desc, c_ptr, sa_ptr, sb_ptr, r_ptr, qs_ptr, M, N, K, stride_cm, stride_cn, stride_rm, stride_rn,
-    cos_ptr, sin_ptr, SEQ, N_Q, N_K,
+    cos_ptr, sin_ptr, SEQ, N_ROT,
     IS_INT: tl.constexpr, HAS_RESIDUAL: tl.constexpr, SWIGLU: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     NUM_SMS: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, FLATTEN: tl.constexpr, TMA_STORE: tl.constexpr,
@@ -377,13 +377,13 @@ def _w8a8_gemm_tma_kernel(
             tile_c += NUM_SMS
             pid_mc, pid_nc = _grouped_tile(tile_c, num_pid_m, per_group, GROUP_M)
             _gemm_epilogue_tma(
-                acc, pid_mc, pid_nc, c_desc, sa_ptr, sb_ptr, r_desc, qs_ptr, M, N, HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N,
-                A_GROUP, Q_OUT, QMAX, IS_INT, EXACT,
+                acc, pid_mc, pid_nc, c_desc, sa_ptr, sb_ptr, r_desc, qs_ptr, M, N, cos_ptr, sin_ptr, SEQ, N_ROT,
+                HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N, A_GROUP, Q_OUT, QMAX, IS_INT, EXACT, HEAD_DIM,
             )  # fmt: skip
         else:
             _gemm_epilogue(
                 acc, pid_m, pid_n, c_ptr, sa_ptr, sb_ptr, r_ptr, qs_ptr, M, N, stride_cm, stride_cn, stride_rm, stride_rn,
-                cos_ptr, sin_ptr, SEQ, N_Q, N_K, HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N, A_GROUP, Q_OUT, QMAX, IS_INT, EXACT,
+                cos_ptr, sin_ptr, SEQ, N_ROT, HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N, A_GROUP, Q_OUT, QMAX, IS_INT, EXACT,
                 HEAD_DIM,
             )  # fmt: skip
 
@@ -515,7 +515,7 @@ def w8a8_gemm(
     a: torch.Tensor, a_scale: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor,
     out_dtype: torch.dtype = torch.float16, residual: torch.Tensor | None = None,
     config: dict | None = None, swiglu_block: int | None = None, a_group: int | None = None,
-    quantize_out: bool = False, rotary: tuple[torch.Tensor, torch.Tensor, int, int] | None = None,
+    quantize_out: bool = False, rotary: tuple[torch.Tensor, torch.Tensor, int] | None = None,
 ):  # fmt: skip
     """(a @ w.T) * a_scale * w_scale (+ residual) in `out_dtype`: a (M, K) and w (N, K) both
     int8 or both fp8 e4m3, a_scale (M, 1) and w_scale (1, N) or (N,) fp32.
@@ -526,11 +526,10 @@ def w8a8_gemm(
     with `a_group=swiglu_block` takes.
     With `a_group`, a is quantized per row and group of `a_group` columns: a_scale is
     (K // a_group, M), and each group's partial sums are scaled in the mainloop.
-    With `rotary` = (cos, sin, n_q, n_k), the q|k|v projection finished for attention: cos
-    and sin are rotary embeddings' (T, D) tables (T positions, head size D, a power of two;
-    row m is position m % T); the first n_q + n_k columns (q's heads, then k's) are
-    rotated, and the result is stored as q (M, n_q), k (M, n_k) and v (M, N - n_q - n_k),
-    row-major, one after the other in the returned (M, N) tensor's memory (`split_qkv`)."""
+    With `rotary` = (cos, sin, n_rot), the q|k|v projection with its rotary embeddings: cos
+    and sin are (T, D) tables (T positions, head size D; row m is position m % T), and the
+    first n_rot columns (q's heads, then k's), whose weight rows `rotary_interleave`
+    reordered, are rotated (_rotary_pairs)."""
     m, k = a.shape
     n, k2 = w.shape
     if k != k2 or a.dtype != w.dtype:
@@ -542,12 +541,12 @@ def w8a8_gemm(
         raise ValueError(f"w8a8_gemm: a_group {a_group} needs a power of two >= 32 (an 8-bit dot's K step) dividing K = {k}, "
                          f"a_scale of shape {(k // a_group, m)} (got {tuple(a_scale.shape)}) and fewer than 2**31 scales")  # fmt: skip
     if rotary is not None:
-        cos, sin, n_q, n_k = rotary
+        cos, sin, n_rot = rotary
         d = cos.shape[-1]
-        if (residual is not None or swiglu_block or cos.dim() != 2 or sin.shape != cos.shape or d < 2 or d & (d - 1)
-                or n_q % d or n_k % d or n_q + n_k > n):  # fmt: skip
-            raise ValueError(f"w8a8_gemm: rotary needs (T, D) cos and sin tables with D a power of two dividing n_q {n_q} "
-                             f"and n_k {n_k} (n_q + n_k <= N = {n}), and no residual or SwiGLU; got {tuple(cos.shape)}")  # fmt: skip
+        if (residual is not None or swiglu_block or cos.dim() != 2 or sin.shape != cos.shape or d < 2 or d % 2
+                or n_rot % d or n_rot > n):  # fmt: skip
+            raise ValueError(f"w8a8_gemm: rotary needs (T, D) cos and sin tables with D even, dividing n_rot {n_rot} "
+                             f"(<= N = {n}), and no residual or SwiGLU; got {tuple(cos.shape)}")  # fmt: skip
     is_int = a.dtype == torch.int8
     group = a_group or (swiglu_block if quantize_out else None)
     cfg = dict(config or gemm_config("int8" if is_int else "fp8", m, n, k, a.device, bool(swiglu_block), group))
@@ -559,13 +558,11 @@ def w8a8_gemm(
     if a_group and cfg["BLOCK_K"] > a_group:
         cfg["BLOCK_K"] = a_group  # a K step must not span two groups' scales
     rope = {"HEAD_DIM": 0}
-    rope_args = (a, a, 1, 0, 0)  # cos_ptr, sin_ptr, SEQ, N_Q, N_K: unused without rotary
+    rope_args = (a, a, 1, 0)  # cos_ptr, sin_ptr, SEQ, N_ROT: unused without rotary
     if rotary is not None:
-        cos, sin, n_q, n_k = rotary
+        cos, sin, n_rot = rotary
         rope = {"HEAD_DIM": cos.shape[-1]}
-        rope_args = (cos.contiguous(), sin.contiguous(), cos.shape[0], n_q, n_k)
-        cfg["BLOCK_N"] = max(cfg["BLOCK_N"], cos.shape[-1])  # a tile holds whole heads
-        cfg["TMA_STORE"] = False  # the split store scatters rows: pointers
+        rope_args = (cos.contiguous(), sin.contiguous(), cos.shape[0], n_rot)
     c = torch.empty((m, n // 2 if swiglu_block else n), device=a.device, dtype=a.dtype if quantize_out else out_dtype)
     qs = torch.empty((n // 2 // swiglu_block, m), device=a.device, dtype=torch.float32) if quantize_out else c
     r = residual.reshape(m, n) if residual is not None else c
@@ -632,13 +629,13 @@ def w8a8_gemm(
 _TMA_STORE_TOO_BIG: set[tuple] = set()
 
 
-def split_qkv(c: torch.Tensor, n_q: int, n_k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """q (M, n_q), k (M, n_k) and v (M, rest): views of the memory of `w8a8_gemm(...,
-    rotary=...)`'s (M, N) result, where they lie one after the other."""
-    m, n = c.shape
-    flat = c.view(-1)
-    return (flat[: m * n_q].view(m, n_q), flat[m * n_q : m * (n_q + n_k)].view(m, n_k),
-            flat[m * (n_q + n_k) :].view(m, n - n_q - n_k))  # fmt: skip
+def rotary_interleave(w: torch.Tensor, n_rot: int, head_dim: int) -> torch.Tensor:
+    """The q|k|v weight's rows (N, K), or its (N,) scales, with the first n_rot rows'
+    heads reordered so each rotary pair (j, j + head_dim/2) is two neighbouring rows:
+    the order `w8a8_gemm(..., rotary=...)` rotates in. The other rows (v) keep theirs."""
+    half = head_dim // 2
+    rot = w[:n_rot].reshape(n_rot // head_dim, 2, half, *w.shape[1:]).transpose(1, 2).reshape(n_rot, *w.shape[1:])
+    return torch.cat([rot, w[n_rot:]]).contiguous()
 
 
 def _tma_ok(t: torch.Tensor) -> bool:

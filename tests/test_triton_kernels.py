@@ -165,38 +165,37 @@ def test_gemm_dequantizes_in_its_epilogue(q, m, k, n, residual, tma):
 
 
 @pytest.mark.parametrize("q", QDTYPES, ids=ids)
-@pytest.mark.parametrize("m,k,d,heads,kv", [(37, 64, 16, 4, 2), (19, 32, 32, 2, 1)] + (
+@pytest.mark.parametrize("m,k,d,heads,kv", [(37, 64, 16, 4, 2), (19, 32, 32, 2, 1), (5, 32, 6, 2, 1)] + (
     [(1000, 2048, 64, 32, 8)] if CUDA else []))  # fmt: skip
 @KERNELS
-def test_gemm_rotary_epilogue_finishes_qkv_for_attention(q, m, k, d, heads, kv, tma):
-    """rotary: the q|k|v projection's epilogue applies rotary embeddings to q and k (row m
-    at position m % T) and stores q, k and v as dense row-major matrices one after the
-    other: what attention reads after qbench.workloads.apply_rotary, without the copies.
-    A wrong position, head, half or section is off by O(1)."""
+def test_gemm_rotary_epilogue_rotates_q_and_k(q, m, k, d, heads, kv, tma):
+    """rotary: with the q|k weight rows in interleaved pairs (rotary_interleave), the
+    epilogue applies rotary embeddings to q and k (row m at position m % T) and leaves v:
+    qbench.workloads.apply_rotary's result, in the interleaved order. A wrong position,
+    pair, frequency or section is off by O(1)."""
     from qbench.workloads import apply_rotary, rotary_tables
 
     qdtype, qmax = q
     if qdtype != torch.int8 and CUDA and torch.cuda.get_device_capability() < (8, 9):
         pytest.skip("fp8 needs compute capability 8.9")
     n_q, n_k, t = heads * d, kv * d, 8
-    n = n_q + 2 * n_k
+    n, n_rot = n_q + 2 * n_k, n_q + n_k
     a, sa = schemes.quantize_rows(rand(m, k, seed=m + k), qmax, qdtype)
     w, sw = schemes.quantize_rows(rand(n, k, seed=n + 7), qmax, qdtype)
     cos, sin = rotary_tables(t, d, 10000.0, DEVICE, torch.float16)
     cfg = {**tk.gemm_config(ids(q), m, n, k, torch.device(DEVICE)), **tma}
-    got = tk.w8a8_gemm(a, sa, w, sw.view(1, -1), config=cfg, rotary=(cos, sin, n_q, n_k))
-    assert got.shape == (m, n) and got.is_contiguous()
-    gq, gk, gv = tk.split_qkv(got, n_q, n_k)
+    wi, swi = tk.rotary_interleave(w, n_rot, d), tk.rotary_interleave(sw.view(-1), n_rot, d)
+    got = tk.w8a8_gemm(a, sa, wi, swi.view(1, -1), config=cfg, rotary=(cos, sin, n_rot))
+    assert got.shape == (m, n)
     plain = (a.double() @ w.double().t()) * sa.double() * sw.view(1, -1).double()
     pos = torch.arange(m, device=DEVICE) % t
     c, s = cos.double()[pos].unsqueeze(1), sin.double()[pos].unsqueeze(1)  # (m, 1, d)
-    ref_q = apply_rotary(plain[:, :n_q].view(m, heads, d), c, s).view(m, n_q)
-    ref_k = apply_rotary(plain[:, n_q : n_q + n_k].view(m, kv, d), c, s).view(m, n_k)
-    for name, g, ref in (("q", gq, ref_q), ("k", gk, ref_k), ("v", gv, plain[:, n_q + n_k :])):
-        tol = 2e-3 if qdtype == torch.int8 or not CUDA else 2e-2  # Hopper's fp8 dots: fewer accumulator bits
-        torch.testing.assert_close(g.double(), ref, rtol=tol, atol=tol * float(ref.abs().max()), msg=name)
+    rotated = apply_rotary(plain[:, :n_rot].view(m, heads + kv, d), c, s).view(m, n_rot)
+    ref = tk.rotary_interleave(torch.cat([rotated, plain[:, n_rot:]], dim=1).t(), n_rot, d).t()
+    tol = 2e-3 if qdtype == torch.int8 or not CUDA else 2e-2  # Hopper's fp8 dots: fewer accumulator bits
+    torch.testing.assert_close(got.double(), ref, rtol=tol, atol=tol * float(ref.abs().max()))
     with pytest.raises(ValueError, match="rotary needs"):
-        tk.w8a8_gemm(a, sa, w, sw.view(1, -1), rotary=(cos[:, :6], sin[:, :6], n_q, n_k))
+        tk.w8a8_gemm(a, sa, wi, swi.view(1, -1), rotary=(cos, sin, n_rot + 1))
 
 
 def test_gemm_rejects_mismatched_operands():
@@ -233,26 +232,28 @@ def test_triton_decoder_matches_the_eager_w8a8_model(scheme):
 
 @pytest.mark.parametrize("scheme", ["w8a8-int8", "w8a8-fp8"])
 def test_triton_decoder_rotary_in_the_qkv_epilogue_is_the_original_attention(scheme, monkeypatch):
-    """The fused layer's attention (rotary embeddings in the q|k|v GEMM's epilogue, q, k
-    and v handed to SDPA without copies) against the original layer's path on the same
-    quantized input: they differ by the fp16 rounding of q and k before rotation only
-    (a wrong position, head or section is off by O(1))."""
+    """fused_rotary: the layer's attention with rotary embeddings in the q|k|v GEMM's
+    epilogue (q and k in interleaved pairs, read by SDPA as views) against the original
+    path on the same quantized input: they differ by the fp16 rounding of q and k before
+    rotation only (a wrong position, pair or head order between q and k is off by O(1))."""
     from qbench import triton_layers as tl_
 
     if scheme == "w8a8-fp8" and CUDA and torch.cuda.get_device_capability() < (8, 9):
         pytest.skip("fp8 needs compute capability 8.9")
     kind = "int8" if scheme == "w8a8-int8" else "fp8"
+    out = {}
     with torch.inference_mode():
         x = make_input(TINY, 3, DEVICE, torch.float16, 0)
-        model = schemes.apply_scheme(build_model(TINY, DEVICE, torch.float16, 0), scheme, "triton")
-        model(x)  # builds the rotary tables
-        layer, (cos, sin) = model.layers[0], model._rope
-        xq, xs = tl_.rmsnorm_quant_op(x, layer.input_norm_weight, layer.input_eps, kind)
-        unfused = layer.attend(xq, xs, cos, sin, 3, TINY.seq_len)
-        monkeypatch.setattr(tl_.TritonDecoderLayer, "fused_rotary", True)
-        fused = layer.attend(xq, xs, cos, sin, 3, TINY.seq_len)
-    assert fused.shape == unfused.shape == (3, TINY.seq_len, TINY.hidden)
-    assert 0 < schemes.relative_error(fused, unfused) < 2e-3
+        for fused in (False, True):
+            monkeypatch.setattr(tl_.TritonDecoderLayer, "fused_rotary", fused)
+            model = schemes.apply_scheme(build_model(TINY, DEVICE, torch.float16, 0), scheme, "triton")
+            model(x)  # builds the rotary tables
+            layer, (cos, sin) = model.layers[0], model._rope
+            assert layer.rotary == fused
+            xq, xs = tl_.rmsnorm_quant_op(x, layer.input_norm_weight, layer.input_eps, kind)
+            out[fused] = layer.attend(xq, xs, cos, sin, 3, TINY.seq_len)
+    assert out[True].shape == out[False].shape == (3, TINY.seq_len, TINY.hidden)
+    assert 0 < schemes.relative_error(out[True], out[False]) < 2e-3
 
 
 @pytest.mark.parametrize("scheme", ["w8a8-int8", "w8a8-fp8"])
