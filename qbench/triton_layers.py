@@ -206,7 +206,9 @@ class TritonDecoderLayer(nn.Module):
     with `fused_rotary`, SDPA on the q|k|v GEMM's rotated output)."""
 
     # True: rotary embeddings in the q|k|v GEMM's epilogue (`attend`), read when a layer
-    # is built. scripts/bench_schemes.py turns it on for a variant with the suffix f.
+    # is built. Off: on the H100 the forward was 19% slower at batch 1024 (SDPA on the
+    # strided q and k, docs/W8A8.md). scripts/bench_schemes.py turns it on for a variant
+    # with the suffix f.
     fused_rotary = False
 
     def __init__(
