@@ -10,6 +10,7 @@ a GPU the parts' sum should be close to the timed latency (kernel time; graph re
 small gaps between kernels); eager int8's casts and multiplies should sit in quantization.
 
     python scripts/bench_breakdown.py [--configfile config/config.yaml] [--batch 128] [--json out.json]
+        [--schemes w8a8-fp8 --impls triton [--fused-rotary]]
 """
 
 from __future__ import annotations
@@ -37,7 +38,13 @@ def main() -> None:
     ap.add_argument("--forwards", type=int, default=3)
     ap.add_argument("--width", type=int, default=150, help="characters of each kernel name printed")
     ap.add_argument("--json", help="write every case's parts and kernels here")
+    ap.add_argument("--fused-rotary", action="store_true",
+                    help="impl triton: rotary embeddings in the q|k|v GEMM's epilogue (TritonDecoderLayer.fused_rotary)")
     args = ap.parse_args()
+    if args.fused_rotary:
+        from qbench.triton_layers import TritonDecoderLayer
+
+        TritonDecoderLayer.fused_rotary = True
     cfg = yaml.safe_load(open(args.configfile))
     device = resolve_device(cfg.get("device", "auto"))
     name, spec = next(iter(cfg["workloads"].items()))
