@@ -123,7 +123,7 @@ def _quantize_rows_kernel(
 @_jit
 def _gemm_epilogue(
     acc, pid_m, pid_n, c_ptr, sa_ptr, sb_ptr, r_ptr, qs_ptr, M, N, stride_cm, stride_cn, stride_rm, stride_rn,
-    cos_ptr, sin_ptr, SEQ, N_ROT,
+    cos_ptr, sin_ptr, SEQ, N_Q, N_ROT,
     HAS_RESIDUAL: tl.constexpr, SWIGLU: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     A_GROUP: tl.constexpr, Q_OUT: tl.constexpr, QMAX: tl.constexpr, IS_INT: tl.constexpr, EXACT: tl.constexpr,
     HEAD_DIM: tl.constexpr,
@@ -135,7 +135,8 @@ def _gemm_epilogue(
     # Q_OUT (SWIGLU only): the tile's silu(gate) * up is quantized per row and stored as
     # 8-bit codes, its scales at qs[pid_n, row] (_quantize_tile).
     # HEAD_DIM > 0 (the q|k|v projection): rotary embeddings on the first N_ROT columns,
-    # whose heads come in interleaved pairs (_rotary_pairs).
+    # whose heads come in interleaved pairs (_rotary_pairs), and C stored as three dense
+    # row-major matrices one after the other: q (M, N_Q), k (M, N_ROT - N_Q), v (M, N - N_ROT).
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     sb = tl.load(sb_ptr + offs_n, mask=offs_n < N, other=0.0)
@@ -153,9 +154,15 @@ def _gemm_epilogue(
         if Q_OUT:
             h = _quantize_tile(h, pid_n, offs_m, qs_ptr, M, QMAX, IS_INT, EXACT)
         tl.store(c_ptr + rows * stride_cm + offs_h[None, :] * stride_cn, h.to(c_ptr.dtype.element_ty), mask=mask_h)
+    elif HEAD_DIM > 0:
+        c = _rotary_pairs(c, offs_m, offs_n, cos_ptr, sin_ptr, SEQ, N_ROT, BLOCK_M, BLOCK_N, HEAD_DIM)
+        # each section dense, so attention reads q, k and v without a copy
+        cols = offs_n[None, :]
+        start = tl.where(cols < N_Q, 0, tl.where(cols < N_ROT, N_Q, N_ROT)).to(tl.int64)
+        width = tl.where(cols < N_Q, N_Q, tl.where(cols < N_ROT, N_ROT - N_Q, N - N_ROT)).to(tl.int64)
+        offs = M.to(tl.int64) * start + rows * width + (cols - start)
+        tl.store(c_ptr + offs, c.to(c_ptr.dtype.element_ty), mask=(offs_m[:, None] < M) & (cols < N))
     else:
-        if HEAD_DIM > 0:
-            c = _rotary_pairs(c, offs_m, offs_n, cos_ptr, sin_ptr, SEQ, N_ROT, BLOCK_M, BLOCK_N, HEAD_DIM)
         mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
         if HAS_RESIDUAL:
             r = tl.load(r_ptr + rows * stride_rm + offs_n[None, :] * stride_rn, mask=mask, other=0.0)
@@ -222,7 +229,7 @@ def _scaled_dot(a, b, acc, sa_ptr, offs_m, ki, M, IS_INT: tl.constexpr, BLOCK_K:
 @_jit
 def _w8a8_gemm_kernel(
     a_ptr, b_ptr, c_ptr, sa_ptr, sb_ptr, r_ptr, qs_ptr, M, N, K,
-    stride_am, stride_ak, stride_bn, stride_bk, stride_cm, stride_cn, stride_rm, stride_rn, cos_ptr, sin_ptr, SEQ, N_ROT,
+    stride_am, stride_ak, stride_bn, stride_bk, stride_cm, stride_cn, stride_rm, stride_rn, cos_ptr, sin_ptr, SEQ, N_Q, N_ROT,
     IS_INT: tl.constexpr, HAS_RESIDUAL: tl.constexpr, EVEN_K: tl.constexpr, SWIGLU: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     A_GROUP: tl.constexpr, Q_OUT: tl.constexpr, QMAX: tl.constexpr, EXACT: tl.constexpr, HEAD_DIM: tl.constexpr,
@@ -264,7 +271,8 @@ def _w8a8_gemm_kernel(
         b_ptrs += BLOCK_K * stride_bk
     _gemm_epilogue(
         acc, pid_m, pid_n, c_ptr, sa_ptr, sb_ptr, r_ptr, qs_ptr, M, N, stride_cm, stride_cn, stride_rm, stride_rn,
-        cos_ptr, sin_ptr, SEQ, N_ROT, HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N, A_GROUP, Q_OUT, QMAX, IS_INT, EXACT, HEAD_DIM,
+        cos_ptr, sin_ptr, SEQ, N_Q, N_ROT, HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N, A_GROUP, Q_OUT, QMAX, IS_INT, EXACT,
+        HEAD_DIM,
     )  # fmt: skip
 
 
@@ -287,10 +295,9 @@ def _grouped_tile(tile, num_pid_m, per_group, GROUP_M: tl.constexpr):
 
 @_jit
 def _gemm_epilogue_tma(
-    acc, pid_m, pid_n, c_desc, sa_ptr, sb_ptr, r_desc, qs_ptr, M, N, cos_ptr, sin_ptr, SEQ, N_ROT,
+    acc, pid_m, pid_n, c_desc, sa_ptr, sb_ptr, r_desc, qs_ptr, M, N,
     HAS_RESIDUAL: tl.constexpr, SWIGLU: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     A_GROUP: tl.constexpr, Q_OUT: tl.constexpr, QMAX: tl.constexpr, IS_INT: tl.constexpr, EXACT: tl.constexpr,
-    HEAD_DIM: tl.constexpr,
 ):  # fmt: skip
     # _gemm_epilogue with C (and R) through tensor descriptors of block [BLOCK_M,
     # BLOCK_N // 2]. A TMA store is asynchronous: the tile drains from shared memory to
@@ -322,9 +329,6 @@ def _gemm_epilogue_tma(
         c_desc.store([row, pid_n * HALF], h.to(c_desc.dtype))
     else:
         col = pid_n * BLOCK_N
-        if HEAD_DIM > 0:
-            c0 = _rotary_pairs(c0, offs_m, offs_n, cos_ptr, sin_ptr, SEQ, N_ROT, BLOCK_M, HALF, HEAD_DIM)
-            c1 = _rotary_pairs(c1, offs_m, HALF + offs_n, cos_ptr, sin_ptr, SEQ, N_ROT, BLOCK_M, HALF, HEAD_DIM)
         # each half's residual read just before its add: one half-tile buffer at a time
         if HAS_RESIDUAL:
             c0 += r_desc.load([row, col]).to(tl.float32)
@@ -337,7 +341,7 @@ def _gemm_epilogue_tma(
 @_jit
 def _w8a8_gemm_tma_kernel(
     a_desc, b_desc, c_desc, r_desc, c_ptr, sa_ptr, sb_ptr, r_ptr, qs_ptr, M, N, K, stride_cm, stride_cn, stride_rm, stride_rn,
-    cos_ptr, sin_ptr, SEQ, N_ROT,
+    cos_ptr, sin_ptr, SEQ, N_Q, N_ROT,
     IS_INT: tl.constexpr, HAS_RESIDUAL: tl.constexpr, SWIGLU: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     NUM_SMS: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, FLATTEN: tl.constexpr, TMA_STORE: tl.constexpr,
@@ -377,14 +381,14 @@ def _w8a8_gemm_tma_kernel(
             tile_c += NUM_SMS
             pid_mc, pid_nc = _grouped_tile(tile_c, num_pid_m, per_group, GROUP_M)
             _gemm_epilogue_tma(
-                acc, pid_mc, pid_nc, c_desc, sa_ptr, sb_ptr, r_desc, qs_ptr, M, N, cos_ptr, sin_ptr, SEQ, N_ROT,
-                HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N, A_GROUP, Q_OUT, QMAX, IS_INT, EXACT, HEAD_DIM,
+                acc, pid_mc, pid_nc, c_desc, sa_ptr, sb_ptr, r_desc, qs_ptr, M, N, HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N,
+                A_GROUP, Q_OUT, QMAX, IS_INT, EXACT,
             )  # fmt: skip
         else:
             _gemm_epilogue(
                 acc, pid_m, pid_n, c_ptr, sa_ptr, sb_ptr, r_ptr, qs_ptr, M, N, stride_cm, stride_cn, stride_rm, stride_rn,
-                cos_ptr, sin_ptr, SEQ, N_ROT, HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N, A_GROUP, Q_OUT, QMAX, IS_INT, EXACT,
-                HEAD_DIM,
+                cos_ptr, sin_ptr, SEQ, N_Q, N_ROT, HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N, A_GROUP, Q_OUT, QMAX, IS_INT,
+                EXACT, HEAD_DIM,
             )  # fmt: skip
 
 
@@ -515,7 +519,7 @@ def w8a8_gemm(
     a: torch.Tensor, a_scale: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor,
     out_dtype: torch.dtype = torch.float16, residual: torch.Tensor | None = None,
     config: dict | None = None, swiglu_block: int | None = None, a_group: int | None = None,
-    quantize_out: bool = False, rotary: tuple[torch.Tensor, torch.Tensor, int] | None = None,
+    quantize_out: bool = False, rotary: tuple[torch.Tensor, torch.Tensor, int, int] | None = None,
 ):  # fmt: skip
     """(a @ w.T) * a_scale * w_scale (+ residual) in `out_dtype`: a (M, K) and w (N, K) both
     int8 or both fp8 e4m3, a_scale (M, 1) and w_scale (1, N) or (N,) fp32.
@@ -526,10 +530,12 @@ def w8a8_gemm(
     with `a_group=swiglu_block` takes.
     With `a_group`, a is quantized per row and group of `a_group` columns: a_scale is
     (K // a_group, M), and each group's partial sums are scaled in the mainloop.
-    With `rotary` = (cos, sin, n_rot), the q|k|v projection with its rotary embeddings: cos
-    and sin are (T, D) tables (T positions, head size D; row m is position m % T), and the
-    first n_rot columns (q's heads, then k's), whose weight rows `rotary_interleave`
-    reordered, are rotated (_rotary_pairs)."""
+    With `rotary` = (cos, sin, n_q, n_k), the q|k|v projection finished for attention: cos
+    and sin are (T, D) tables (T positions, head size D; row m is position m % T); the
+    first n_q + n_k columns (q's heads, then k's), whose weight rows `rotary_interleave`
+    reordered, are rotated (_rotary_pairs), and the result is stored as q (M, n_q), k (M,
+    n_k) and v (M, N - n_q - n_k), dense, one after the other in the returned (M, N)
+    tensor's memory (`split_qkv`)."""
     m, k = a.shape
     n, k2 = w.shape
     if k != k2 or a.dtype != w.dtype:
@@ -541,12 +547,12 @@ def w8a8_gemm(
         raise ValueError(f"w8a8_gemm: a_group {a_group} needs a power of two >= 32 (an 8-bit dot's K step) dividing K = {k}, "
                          f"a_scale of shape {(k // a_group, m)} (got {tuple(a_scale.shape)}) and fewer than 2**31 scales")  # fmt: skip
     if rotary is not None:
-        cos, sin, n_rot = rotary
+        cos, sin, n_q, n_k = rotary
         d = cos.shape[-1]
         if (residual is not None or swiglu_block or cos.dim() != 2 or sin.shape != cos.shape or d < 2 or d % 2
-                or n_rot % d or n_rot > n):  # fmt: skip
-            raise ValueError(f"w8a8_gemm: rotary needs (T, D) cos and sin tables with D even, dividing n_rot {n_rot} "
-                             f"(<= N = {n}), and no residual or SwiGLU; got {tuple(cos.shape)}")  # fmt: skip
+                or n_q % d or n_k % d or n_q + n_k > n):  # fmt: skip
+            raise ValueError(f"w8a8_gemm: rotary needs (T, D) cos and sin tables with D even, dividing n_q {n_q} and "
+                             f"n_k {n_k} (n_q + n_k <= N = {n}), and no residual or SwiGLU; got {tuple(cos.shape)}")  # fmt: skip
     is_int = a.dtype == torch.int8
     group = a_group or (swiglu_block if quantize_out else None)
     cfg = dict(config or gemm_config("int8" if is_int else "fp8", m, n, k, a.device, bool(swiglu_block), group))
@@ -558,11 +564,12 @@ def w8a8_gemm(
     if a_group and cfg["BLOCK_K"] > a_group:
         cfg["BLOCK_K"] = a_group  # a K step must not span two groups' scales
     rope = {"HEAD_DIM": 0}
-    rope_args = (a, a, 1, 0)  # cos_ptr, sin_ptr, SEQ, N_ROT: unused without rotary
+    rope_args = (a, a, 1, 0, 0)  # cos_ptr, sin_ptr, SEQ, N_Q, N_ROT: unused without rotary
     if rotary is not None:
-        cos, sin, n_rot = rotary
+        cos, sin, n_q, n_k = rotary
         rope = {"HEAD_DIM": cos.shape[-1]}
-        rope_args = (cos.contiguous(), sin.contiguous(), cos.shape[0], n_rot)
+        rope_args = (cos.contiguous(), sin.contiguous(), cos.shape[0], n_q, n_q + n_k)
+        cfg["TMA_STORE"] = False  # the sections' rows are scattered: the pointer epilogue
     c = torch.empty((m, n // 2 if swiglu_block else n), device=a.device, dtype=a.dtype if quantize_out else out_dtype)
     qs = torch.empty((n // 2 // swiglu_block, m), device=a.device, dtype=torch.float32) if quantize_out else c
     r = residual.reshape(m, n) if residual is not None else c
@@ -627,6 +634,15 @@ def w8a8_gemm(
 # GEMM launches (device, tile, kind, epilogue) whose TMA-store staging did not fit in
 # shared memory: they use the pointer epilogue from their first call on
 _TMA_STORE_TOO_BIG: set[tuple] = set()
+
+
+def split_qkv(c: torch.Tensor, n_q: int, n_k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q (M, n_q), k (M, n_k) and v (M, rest): views of the memory of `w8a8_gemm(...,
+    rotary=...)`'s (M, N) result, where they lie one after the other."""
+    m, n = c.shape
+    flat = c.view(-1)
+    return (flat[: m * n_q].view(m, n_q), flat[m * n_q : m * (n_q + n_k)].view(m, n_k),
+            flat[m * (n_q + n_k) :].view(m, n - n_q - n_k))  # fmt: skip
 
 
 def rotary_interleave(w: torch.Tensor, n_rot: int, head_dim: int) -> torch.Tensor:

@@ -6,7 +6,7 @@ A decoder layer becomes five kernels around attention, each reading its input on
       ─ rmsnorm_quant ─ gemm(gate|up, silu*mul) ─ quantize_rows ─ gemm(down, +x)
 
 (With `TritonDecoderLayer.fused_rotary`, the q|k|v GEMM's epilogue applies the rotary
-embeddings, and attention reads q, k and v straight from its output.)
+embeddings and stores q, k and v in the dense layout attention reads: no kernel between.)
 
 With `act_group_size` and `requantize` (config keys of the dtype), the down projection's
 input is quantized in the SiLU*mul epilogue per group and rescaled to one scale per token
@@ -79,9 +79,9 @@ def w8a8_gemm_grouped_op(
 @torch.library.custom_op("qbench::w8a8_gemm_rotary", mutates_args=())
 def w8a8_gemm_rotary_op(
     a: torch.Tensor, a_scale: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor,
-    cos: torch.Tensor, sin: torch.Tensor, n_rot: int,
+    cos: torch.Tensor, sin: torch.Tensor, n_q: int, n_k: int,
 ) -> torch.Tensor:  # fmt: skip
-    return tk.w8a8_gemm(a, a_scale, w, w_scale, torch.float16, rotary=(cos, sin, n_rot))
+    return tk.w8a8_gemm(a, a_scale, w, w_scale, torch.float16, rotary=(cos, sin, n_q, n_k))
 
 
 @torch.library.custom_op("qbench::requantize_groups", mutates_args=())
@@ -133,7 +133,7 @@ def _(a, a_scale, w, w_scale, block):
 
 
 @w8a8_gemm_rotary_op.register_fake
-def _(a, a_scale, w, w_scale, cos, sin, n_rot):
+def _(a, a_scale, w, w_scale, cos, sin, n_q, n_k):
     return a.new_empty((a.shape[0], w.shape[0]), dtype=torch.float16)
 
 
@@ -206,9 +206,9 @@ class TritonDecoderLayer(nn.Module):
     with `fused_rotary`, SDPA on the q|k|v GEMM's rotated output)."""
 
     # True: rotary embeddings in the q|k|v GEMM's epilogue (`attend`), read when a layer
-    # is built. Off: on the H100 the forward was 19% slower at batch 1024 (SDPA on the
-    # strided q and k, docs/W8A8.md). scripts/bench_schemes.py turns it on for a variant
-    # with the suffix f.
+    # is built. Off: the two designs timed on the H100 were slower (docs/W8A8.md), and
+    # this third one, their combination, is not timed yet. scripts/bench_schemes.py turns
+    # it on for a variant with the suffix f.
     fused_rotary = False
 
     def __init__(
@@ -225,10 +225,10 @@ class TritonDecoderLayer(nn.Module):
         self.post_norm_weight, self.post_eps = layer.post_norm.weight, layer.post_norm.eps
         self.qkv, self.o = QuantWeight(layer.qkv, kind), QuantWeight(layer.o, kind)
         self.rotary = self.fused_rotary and layer.head_dim % 2 == 0
-        self.n_rot = (layer.heads + layer.kv_heads) * layer.head_dim  # q's and k's columns
         if self.rotary:  # each rotary pair in neighbouring columns (_rotary_pairs)
-            self.qkv.weight_q = tk.rotary_interleave(self.qkv.weight_q, self.n_rot, layer.head_dim)
-            scale = tk.rotary_interleave(self.qkv.weight_scale.view(-1), self.n_rot, layer.head_dim)
+            n_rot = (layer.heads + layer.kv_heads) * layer.head_dim  # q's and k's rows
+            self.qkv.weight_q = tk.rotary_interleave(self.qkv.weight_q, n_rot, layer.head_dim)
+            scale = tk.rotary_interleave(self.qkv.weight_scale.view(-1), n_rot, layer.head_dim)
             self.qkv.weight_scale = scale.view(1, -1)
         width = layer.gate_up.out_features // 2
         if act_group_size and width % act_group_size:
@@ -245,15 +245,16 @@ class TritonDecoderLayer(nn.Module):
         """Attention from the quantized normed input. With `rotary`, the q|k|v GEMM's
         epilogue applies the rotary embeddings, to q and k with each head's dimensions in
         interleaved pairs (the same order in both, so q.k, and attention, are unchanged),
-        and SDPA reads q, k and v as views of its output: no kernel runs between the GEMM
-        and attention. Otherwise the original layer's path (rotary as torch ops)."""
+        and stores q, k and v each dense, the layout SDPA reads without a copy: no kernel
+        runs between the GEMM and attention. Otherwise the original layer's path (rotary
+        as torch ops)."""
         layer = self.layer
         if not self.rotary:
             return layer.attend(self.qkv(xq, xs).view(b, t, -1), cos, sin)
         d = layer.head_dim
         n_q, n_k = layer.heads * d, layer.kv_heads * d
-        qkv = w8a8_gemm_rotary_op(xq, xs, self.qkv.weight_q, self.qkv.weight_scale, cos, sin, self.n_rot)
-        q, k, v = qkv.view(b, t, -1).split([n_q, n_k, n_k], dim=-1)
+        qkv = w8a8_gemm_rotary_op(xq, xs, self.qkv.weight_q, self.qkv.weight_scale, cos, sin, n_q, n_k)
+        q, k, v = tk.split_qkv(qkv, n_q, n_k)
         q = q.view(b, t, layer.heads, d).transpose(1, 2)
         k, v = (z.view(b, t, layer.kv_heads, d).transpose(1, 2) for z in (k, v))
         attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
@@ -278,9 +279,7 @@ class TritonDecoderLayer(nn.Module):
         return self.down(mq, ms, x).view(b, t, h)
 
 
-def apply_triton(
-    model: nn.Module, kind: str, act_group_size: int | None = None, requantize: bool = False
-) -> nn.Module:
+def apply_triton(model: nn.Module, kind: str, act_group_size: int | None = None, requantize: bool = False) -> nn.Module:
     """Swap the model's layers for the Triton W8A8 ones, in place (`act_group_size`,
     `requantize`: TritonDecoderLayer's)."""
     from qbench.workloads import DecoderLayer

@@ -168,11 +168,12 @@ def test_gemm_dequantizes_in_its_epilogue(q, m, k, n, residual, tma):
 @pytest.mark.parametrize("m,k,d,heads,kv", [(37, 64, 16, 4, 2), (19, 32, 32, 2, 1), (5, 32, 6, 2, 1)] + (
     [(1000, 2048, 64, 32, 8)] if CUDA else []))  # fmt: skip
 @KERNELS
-def test_gemm_rotary_epilogue_rotates_q_and_k(q, m, k, d, heads, kv, tma):
+def test_gemm_rotary_epilogue_finishes_qkv_for_attention(q, m, k, d, heads, kv, tma):
     """rotary: with the q|k weight rows in interleaved pairs (rotary_interleave), the
-    epilogue applies rotary embeddings to q and k (row m at position m % T) and leaves v:
-    qbench.workloads.apply_rotary's result, in the interleaved order. A wrong position,
-    pair, frequency or section is off by O(1)."""
+    epilogue applies rotary embeddings to q and k (row m at position m % T), leaves v, and
+    stores q, k and v dense one after the other (split_qkv): qbench.workloads.apply_rotary's
+    result, in the interleaved order. A wrong position, pair, frequency, section or row
+    stride is off by O(1)."""
     from qbench.workloads import apply_rotary, rotary_tables
 
     qdtype, qmax = q
@@ -185,8 +186,9 @@ def test_gemm_rotary_epilogue_rotates_q_and_k(q, m, k, d, heads, kv, tma):
     cos, sin = rotary_tables(t, d, 10000.0, DEVICE, torch.float16)
     cfg = {**tk.gemm_config(ids(q), m, n, k, torch.device(DEVICE)), **tma}
     wi, swi = tk.rotary_interleave(w, n_rot, d), tk.rotary_interleave(sw.view(-1), n_rot, d)
-    got = tk.w8a8_gemm(a, sa, wi, swi.view(1, -1), config=cfg, rotary=(cos, sin, n_rot))
-    assert got.shape == (m, n)
+    got = tk.w8a8_gemm(a, sa, wi, swi.view(1, -1), config=cfg, rotary=(cos, sin, n_q, n_k))
+    assert got.shape == (m, n) and got.is_contiguous()
+    got = torch.cat(tk.split_qkv(got, n_q, n_k), dim=1)
     plain = (a.double() @ w.double().t()) * sa.double() * sw.view(1, -1).double()
     pos = torch.arange(m, device=DEVICE) % t
     c, s = cos.double()[pos].unsqueeze(1), sin.double()[pos].unsqueeze(1)  # (m, 1, d)
@@ -195,7 +197,7 @@ def test_gemm_rotary_epilogue_rotates_q_and_k(q, m, k, d, heads, kv, tma):
     tol = 2e-3 if qdtype == torch.int8 or not CUDA else 2e-2  # Hopper's fp8 dots: fewer accumulator bits
     torch.testing.assert_close(got.double(), ref, rtol=tol, atol=tol * float(ref.abs().max()))
     with pytest.raises(ValueError, match="rotary needs"):
-        tk.w8a8_gemm(a, sa, wi, swi.view(1, -1), rotary=(cos, sin, n_rot + 1))
+        tk.w8a8_gemm(a, sa, wi, swi.view(1, -1), rotary=(cos, sin, n_q + 1, n_k))
 
 
 def test_gemm_rejects_mismatched_operands():
@@ -233,7 +235,7 @@ def test_triton_decoder_matches_the_eager_w8a8_model(scheme):
 @pytest.mark.parametrize("scheme", ["w8a8-int8", "w8a8-fp8"])
 def test_triton_decoder_rotary_in_the_qkv_epilogue_is_the_original_attention(scheme, monkeypatch):
     """fused_rotary: the layer's attention with rotary embeddings in the q|k|v GEMM's
-    epilogue (q and k in interleaved pairs, read by SDPA as views) against the original
+    epilogue (q and k in interleaved pairs, q, k and v stored dense) against the original
     path on the same quantized input: they differ by the fp16 rounding of q and k before
     rotation only (a wrong position, pair or head order between q and k is off by O(1))."""
     from qbench import triton_layers as tl_
