@@ -546,6 +546,7 @@ def w8a8_gemm(
                     or k // a_group * m >= 2**31):  # fmt: skip
         raise ValueError(f"w8a8_gemm: a_group {a_group} needs a power of two >= 32 (an 8-bit dot's K step) dividing K = {k}, "
                          f"a_scale of shape {(k // a_group, m)} (got {tuple(a_scale.shape)}) and fewer than 2**31 scales")  # fmt: skip
+    rope, rope_args = {"HEAD_DIM": 0}, (a, a, 1, 0, 0)  # cos_ptr, sin_ptr, SEQ, N_Q, N_ROT: unused without rotary
     if rotary is not None:
         cos, sin, n_q, n_k = rotary
         d = cos.shape[-1]
@@ -553,6 +554,7 @@ def w8a8_gemm(
                 or n_q % d or n_k % d or n_q + n_k > n):  # fmt: skip
             raise ValueError(f"w8a8_gemm: rotary needs (T, D) cos and sin tables with D even, dividing n_q {n_q} and "
                              f"n_k {n_k} (n_q + n_k <= N = {n}), and no residual or SwiGLU; got {tuple(cos.shape)}")  # fmt: skip
+        rope, rope_args = {"HEAD_DIM": d}, (cos.contiguous(), sin.contiguous(), cos.shape[0], n_q, n_q + n_k)
     is_int = a.dtype == torch.int8
     group = a_group or (swiglu_block if quantize_out else None)
     cfg = dict(config or gemm_config("int8" if is_int else "fp8", m, n, k, a.device, bool(swiglu_block), group))
@@ -563,12 +565,7 @@ def w8a8_gemm(
         cfg = dict(cfg if config else DEFAULT_GEMM, BLOCK_N=2 * swiglu_block)
     if a_group and cfg["BLOCK_K"] > a_group:
         cfg["BLOCK_K"] = a_group  # a K step must not span two groups' scales
-    rope = {"HEAD_DIM": 0}
-    rope_args = (a, a, 1, 0, 0)  # cos_ptr, sin_ptr, SEQ, N_Q, N_ROT: unused without rotary
     if rotary is not None:
-        cos, sin, n_q, n_k = rotary
-        rope = {"HEAD_DIM": cos.shape[-1]}
-        rope_args = (cos.contiguous(), sin.contiguous(), cos.shape[0], n_q, n_q + n_k)
         cfg["TMA_STORE"] = False  # the sections' rows are scattered: the pointer epilogue
     c = torch.empty((m, n // 2 if swiglu_block else n), device=a.device, dtype=a.dtype if quantize_out else out_dtype)
     qs = torch.empty((n // 2 // swiglu_block, m), device=a.device, dtype=torch.float32) if quantize_out else c
@@ -640,9 +637,8 @@ def split_qkv(c: torch.Tensor, n_q: int, n_k: int) -> tuple[torch.Tensor, torch.
     """q (M, n_q), k (M, n_k) and v (M, rest): views of the memory of `w8a8_gemm(...,
     rotary=...)`'s (M, N) result, where they lie one after the other."""
     m, n = c.shape
-    flat = c.view(-1)
-    return (flat[: m * n_q].view(m, n_q), flat[m * n_q : m * (n_q + n_k)].view(m, n_k),
-            flat[m * (n_q + n_k) :].view(m, n - n_q - n_k))  # fmt: skip
+    widths = (n_q, n_k, n - n_q - n_k)
+    return tuple(part.view(m, w) for part, w in zip(c.view(-1).split([m * w for w in widths]), widths))
 
 
 def rotary_interleave(w: torch.Tensor, n_rot: int, head_dim: int) -> torch.Tensor:

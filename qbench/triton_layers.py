@@ -27,7 +27,6 @@ layout changes), and CUDA graphs capture them like any kernel.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from qbench import triton_kernels as tk
@@ -187,6 +186,24 @@ class SwiGLUWeight(QuantWeight):
         return w8a8_gemm_swiglu_quant_op(xq, xs, self.weight_q, self.weight_scale, self.block)
 
 
+class RotaryQKVWeight(QuantWeight):
+    """The fused q|k|v weight, each q and k head's rows in interleaved rotary pairs
+    (`rotary_interleave`), so the GEMM's epilogue applies the rotary embeddings and stores
+    q, k and v each dense: the layout attention reads, with no kernel in between. The
+    pairs' order is the same in q and k, so q.k, and attention, are unchanged."""
+
+    def __init__(self, linear: nn.Linear, kind: str, heads: int, kv_heads: int, head_dim: int):
+        super().__init__(linear, kind)
+        self.n_q, self.n_k = heads * head_dim, kv_heads * head_dim
+        self.weight_q = tk.rotary_interleave(self.weight_q, self.n_q + self.n_k, head_dim)
+        self.weight_scale = tk.rotary_interleave(self.weight_scale.view(-1), self.n_q + self.n_k, head_dim).view(1, -1)
+
+    def rotated(self, xq: torch.Tensor, xs: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """(q, k, v), each (M, its width): q and k with their rotary embeddings."""
+        qkv = w8a8_gemm_rotary_op(xq, xs, self.weight_q, self.weight_scale, cos, sin, self.n_q, self.n_k)
+        return tk.split_qkv(qkv, self.n_q, self.n_k)
+
+
 class TritonLinear(nn.Module):
     """A W8A8 linear layer on its own: quantize the input rows, then the fused GEMM."""
 
@@ -223,13 +240,12 @@ class TritonDecoderLayer(nn.Module):
         self.requantize = requantize
         self.input_norm_weight, self.input_eps = layer.input_norm.weight, layer.input_norm.eps
         self.post_norm_weight, self.post_eps = layer.post_norm.weight, layer.post_norm.eps
-        self.qkv, self.o = QuantWeight(layer.qkv, kind), QuantWeight(layer.o, kind)
         self.rotary = self.fused_rotary and layer.head_dim % 2 == 0
-        if self.rotary:  # each rotary pair in neighbouring columns (_rotary_pairs)
-            n_rot = (layer.heads + layer.kv_heads) * layer.head_dim  # q's and k's rows
-            self.qkv.weight_q = tk.rotary_interleave(self.qkv.weight_q, n_rot, layer.head_dim)
-            scale = tk.rotary_interleave(self.qkv.weight_scale.view(-1), n_rot, layer.head_dim)
-            self.qkv.weight_scale = scale.view(1, -1)
+        if self.rotary:
+            self.qkv = RotaryQKVWeight(layer.qkv, kind, layer.heads, layer.kv_heads, layer.head_dim)
+        else:
+            self.qkv = QuantWeight(layer.qkv, kind)
+        self.o = QuantWeight(layer.o, kind)
         width = layer.gate_up.out_features // 2
         if act_group_size and width % act_group_size:
             raise ValueError(f"act_group_size {act_group_size} does not divide the intermediate size {width}")
@@ -242,23 +258,12 @@ class TritonDecoderLayer(nn.Module):
             delattr(layer, name)
 
     def attend(self, xq: torch.Tensor, xs: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, b: int, t: int):
-        """Attention from the quantized normed input. With `rotary`, the q|k|v GEMM's
-        epilogue applies the rotary embeddings, to q and k with each head's dimensions in
-        interleaved pairs (the same order in both, so q.k, and attention, are unchanged),
-        and stores q, k and v each dense, the layout SDPA reads without a copy: no kernel
-        runs between the GEMM and attention. Otherwise the original layer's path (rotary
-        as torch ops)."""
-        layer = self.layer
+        """Attention from the quantized normed input: with `rotary`, on the q, k and v that
+        the q|k|v GEMM's epilogue finished (RotaryQKVWeight); otherwise the original
+        layer's path (rotary embeddings as torch ops)."""
         if not self.rotary:
-            return layer.attend(self.qkv(xq, xs).view(b, t, -1), cos, sin)
-        d = layer.head_dim
-        n_q, n_k = layer.heads * d, layer.kv_heads * d
-        qkv = w8a8_gemm_rotary_op(xq, xs, self.qkv.weight_q, self.qkv.weight_scale, cos, sin, n_q, n_k)
-        q, k, v = tk.split_qkv(qkv, n_q, n_k)
-        q = q.view(b, t, layer.heads, d).transpose(1, 2)
-        k, v = (z.view(b, t, layer.kv_heads, d).transpose(1, 2) for z in (k, v))
-        attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-        return attn.transpose(1, 2).reshape(b, t, n_q)
+            return self.layer.attend(self.qkv(xq, xs).view(b, t, -1), cos, sin)
+        return self.layer.attention(*(z.view(b, t, -1) for z in self.qkv.rotated(xq, xs, cos, sin)))
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         b, t, h = x.shape

@@ -72,15 +72,22 @@ class DecoderLayer(nn.Module):
     def attend(self, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """Rotary embeddings and causal grouped-query attention, from the fused q|k|v
         projection (batch, tokens, q+k+v) to the heads' output (batch, tokens, hidden)."""
-        b, t, _ = qkv.shape
         h, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
         q, k, v = qkv.split([h, kv, kv], dim=-1)
+        return self.attention(q, k, v, cos, sin)
+
+    def attention(self, q, k, v, cos: torch.Tensor | None = None, sin: torch.Tensor | None = None) -> torch.Tensor:
+        """Causal grouped-query attention of q, k and v, each (batch, tokens, its heads *
+        head_dim), rotary embeddings applied to q and k first where cos and sin are given,
+        to the heads' output (batch, tokens, hidden)."""
+        b, t, _ = q.shape
         q = q.view(b, t, self.heads, self.head_dim).transpose(1, 2)
         k = k.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
         v = v.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cos is not None:
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-        return attn.transpose(1, 2).reshape(b, t, h)
+        return attn.transpose(1, 2).reshape(b, t, -1)
 
 
 class LlamaDecoder(nn.Module):
