@@ -295,9 +295,10 @@ def _grouped_tile(tile, num_pid_m, per_group, GROUP_M: tl.constexpr):
 
 @_jit
 def _gemm_epilogue_tma(
-    acc, pid_m, pid_n, c_desc, sa_ptr, sb_ptr, r_desc, qs_ptr, M, N,
+    acc, pid_m, pid_n, c_desc, sa_ptr, sb_ptr, r_desc, qs_ptr, M, N, k_desc, v_desc, cos_ptr, sin_ptr, SEQ, N_Q, N_ROT,
     HAS_RESIDUAL: tl.constexpr, SWIGLU: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     A_GROUP: tl.constexpr, Q_OUT: tl.constexpr, QMAX: tl.constexpr, IS_INT: tl.constexpr, EXACT: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
 ):  # fmt: skip
     # _gemm_epilogue with C (and R) through tensor descriptors of block [BLOCK_M,
     # BLOCK_N // 2]. A TMA store is asynchronous: the tile drains from shared memory to
@@ -307,6 +308,9 @@ def _gemm_epilogue_tma(
     # subtiling of Triton's persistent-matmul tutorial: each store buffer is half the
     # tile, which leaves shared memory to the mainloop's stages); for SWIGLU the halves
     # are the tile's gate and up blocks (`swiglu_interleave`) and one half-tile is stored.
+    # HEAD_DIM > 0 (the q|k|v projection): each half rotated as in _gemm_epilogue, and
+    # stored through the descriptor of its section, q (c_desc), k (k_desc) or v (v_desc),
+    # each a dense matrix: w8a8_gemm takes this path only where no half spans two sections.
     HALF: tl.constexpr = BLOCK_N // 2
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, HALF)
@@ -327,6 +331,12 @@ def _gemm_epilogue_tma(
         if Q_OUT:
             h = _quantize_tile(h, pid_n, offs_m, qs_ptr, M, QMAX, IS_INT, EXACT)
         c_desc.store([row, pid_n * HALF], h.to(c_desc.dtype))
+    elif HEAD_DIM > 0:
+        col = pid_n * BLOCK_N
+        c0 = _rotary_pairs(c0, offs_m, offs_n, cos_ptr, sin_ptr, SEQ, N_ROT, BLOCK_M, HALF, HEAD_DIM)
+        c1 = _rotary_pairs(c1, offs_m, HALF + offs_n, cos_ptr, sin_ptr, SEQ, N_ROT, BLOCK_M, HALF, HEAD_DIM)
+        _store_section(c0.to(c_desc.dtype), row, col, c_desc, k_desc, v_desc, N_Q, N_ROT)
+        _store_section(c1.to(c_desc.dtype), row, col + HALF, c_desc, k_desc, v_desc, N_Q, N_ROT)
     else:
         col = pid_n * BLOCK_N
         # each half's residual read just before its add: one half-tile buffer at a time
@@ -339,8 +349,20 @@ def _gemm_epilogue_tma(
 
 
 @_jit
+def _store_section(x, row, col, q_desc, k_desc, v_desc, N_Q, N_ROT):
+    # a half-tile of the q|k|v projection at (row, col), all of it in one section, into
+    # that section's dense matrix
+    if col < N_Q:
+        q_desc.store([row, col], x)
+    elif col < N_ROT:
+        k_desc.store([row, col - N_Q], x)
+    else:
+        v_desc.store([row, col - N_ROT], x)
+
+
+@_jit
 def _w8a8_gemm_tma_kernel(
-    a_desc, b_desc, c_desc, r_desc, c_ptr, sa_ptr, sb_ptr, r_ptr, qs_ptr, M, N, K, stride_cm, stride_cn, stride_rm, stride_rn,
+    a_desc, b_desc, c_desc, r_desc, k_desc, v_desc, c_ptr, sa_ptr, sb_ptr, r_ptr, qs_ptr, M, N, K, stride_cm, stride_cn, stride_rm, stride_rn,
     cos_ptr, sin_ptr, SEQ, N_Q, N_ROT,
     IS_INT: tl.constexpr, HAS_RESIDUAL: tl.constexpr, SWIGLU: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
@@ -355,7 +377,8 @@ def _w8a8_gemm_tma_kernel(
     # flattened (Triton flattens only without it on Hopper).
     # TMA_STORE (config key of the same name): C, and R, go through the descriptors c_desc
     # and r_desc (_gemm_epilogue_tma), else through pointers c_ptr and r_ptr
-    # (_gemm_epilogue); the unused pair is None.
+    # (_gemm_epilogue); the unused pair is None. With HEAD_DIM (rotary), c_desc, k_desc
+    # and v_desc are q's, k's and v's dense matrices; otherwise k_desc and v_desc are None.
     start = tl.program_id(0)
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
@@ -381,8 +404,8 @@ def _w8a8_gemm_tma_kernel(
             tile_c += NUM_SMS
             pid_mc, pid_nc = _grouped_tile(tile_c, num_pid_m, per_group, GROUP_M)
             _gemm_epilogue_tma(
-                acc, pid_mc, pid_nc, c_desc, sa_ptr, sb_ptr, r_desc, qs_ptr, M, N, HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N,
-                A_GROUP, Q_OUT, QMAX, IS_INT, EXACT,
+                acc, pid_mc, pid_nc, c_desc, sa_ptr, sb_ptr, r_desc, qs_ptr, M, N, k_desc, v_desc, cos_ptr, sin_ptr, SEQ,
+                N_Q, N_ROT, HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N, A_GROUP, Q_OUT, QMAX, IS_INT, EXACT, HEAD_DIM,
             )  # fmt: skip
         else:
             _gemm_epilogue(
@@ -565,8 +588,6 @@ def w8a8_gemm(
         cfg = dict(cfg if config else DEFAULT_GEMM, BLOCK_N=2 * swiglu_block)
     if a_group and cfg["BLOCK_K"] > a_group:
         cfg["BLOCK_K"] = a_group  # a K step must not span two groups' scales
-    if rotary is not None:
-        cfg["TMA_STORE"] = False  # the sections' rows are scattered: the pointer epilogue
     c = torch.empty((m, n // 2 if swiglu_block else n), device=a.device, dtype=a.dtype if quantize_out else out_dtype)
     qs = torch.empty((n // 2 // swiglu_block, m), device=a.device, dtype=torch.float32) if quantize_out else c
     r = residual.reshape(m, n) if residual is not None else c
@@ -578,6 +599,11 @@ def w8a8_gemm(
     # C and R through TMA too (the TMA kernel's only): TMA wants 16-byte-aligned base
     # addresses and row strides and unit column strides, else the pointer epilogue runs
     tma_store = bool(cfg.pop("TMA_STORE", False)) and bool(tma) and _tma_ok(c) and _tma_ok(r)
+    sections = split_qkv(c, *rotary[2:]) if rotary is not None else ()
+    if rotary is not None:
+        # q, k and v through TMA, one descriptor each, where no half-tile spans two of them
+        tma_store = (tma_store and rotary[2] % (bn // 2) == 0 and rotary[3] % (bn // 2) == 0
+                     and all(_tma_ok(part) for part in sections))  # fmt: skip
     fit_key = (str(a.device), bm, bn, tuple(sorted(cfg.items())), is_int, residual is not None, bool(swiglu_block),
                quantize_out, a_group, rotary is not None)  # fmt: skip
     tma_store = tma_store and fit_key not in _TMA_STORE_TOO_BIG
@@ -592,14 +618,18 @@ def w8a8_gemm(
 
         def launch(store: bool) -> None:
             # the epilogue's half-tile blocks (_gemm_epilogue_tma); for SWIGLU a half is a whole output tile
-            c_desc = TensorDescriptor.from_tensor(c, [bm, bn // 2]) if store else None
+            descs = [TensorDescriptor.from_tensor(t, [bm, bn // 2]) if store else None for t in sections or (c,)]
             r_desc = TensorDescriptor.from_tensor(r, [bm, bn // 2]) if store and residual is not None else None
+            c_desc, k_desc, v_desc = (descs + [None, None])[:3]
+            # Triton 3.6 fails to flatten the tile loop around _store_section's runtime branch
+            rotary_store = store and rotary is not None
             kernel[(min(sms, tiles),)](
                 TensorDescriptor.from_tensor(a, [bm, cfg["BLOCK_K"]]), TensorDescriptor.from_tensor(w, [bn, cfg["BLOCK_K"]]),
-                c_desc, r_desc,
+                c_desc, r_desc, k_desc, v_desc,
                 c, a_scale.reshape(-1), w_scale.reshape(-1), r, qs, m, n, k, c.stride(0), c.stride(1), r.stride(0), r.stride(1),
                 *rope_args, IS_INT=is_int, HAS_RESIDUAL=residual is not None, SWIGLU=bool(swiglu_block),
-                BLOCK_M=bm, BLOCK_N=bn, NUM_SMS=min(sms, tiles), WARP_SPECIALIZE=ws, FLATTEN=not ws, TMA_STORE=store,
+                BLOCK_M=bm, BLOCK_N=bn, NUM_SMS=min(sms, tiles), WARP_SPECIALIZE=ws, FLATTEN=not ws and not rotary_store,
+                TMA_STORE=store,
                 **quant, **rope, **cfg,
             )  # fmt: skip
 

@@ -168,13 +168,24 @@ def test_gemm_dequantizes_in_its_epilogue(q, m, k, n, residual, tma):
 @pytest.mark.parametrize("m,k,d,heads,kv", [(37, 64, 16, 4, 2), (19, 32, 32, 2, 1), (5, 32, 6, 2, 1)] + (
     [(1000, 2048, 64, 32, 8)] if CUDA else []))  # fmt: skip
 @KERNELS
-def test_gemm_rotary_epilogue_finishes_qkv_for_attention(q, m, k, d, heads, kv, tma):
+def test_gemm_rotary_epilogue_finishes_qkv_for_attention(q, m, k, d, heads, kv, tma, monkeypatch):
     """rotary: with the q|k weight rows in interleaved pairs (rotary_interleave), the
     epilogue applies rotary embeddings to q and k (row m at position m % T), leaves v, and
     stores q, k and v dense one after the other (split_qkv): qbench.workloads.apply_rotary's
     result, in the interleaved order. A wrong position, pair, frequency, section or row
-    stride is off by O(1)."""
+    stride is off by O(1). With TMA_STORE, q, k and v go through a descriptor each where
+    every half-tile lies in one of them, else through pointers."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
     from qbench.workloads import apply_rotary, rotary_tables
+
+    blocks, from_tensor = [], TensorDescriptor.from_tensor
+
+    def spy(t, block, *args, **kwargs):
+        blocks.append(tuple(block))
+        return from_tensor(t, block, *args, **kwargs)
+
+    monkeypatch.setattr(TensorDescriptor, "from_tensor", staticmethod(spy))
 
     qdtype, qmax = q
     if qdtype != torch.int8 and CUDA and torch.cuda.get_device_capability() < (8, 9):
@@ -188,6 +199,9 @@ def test_gemm_rotary_epilogue_finishes_qkv_for_attention(q, m, k, d, heads, kv, 
     wi, swi = tk.rotary_interleave(w, n_rot, d), tk.rotary_interleave(sw.view(-1), n_rot, d)
     got = tk.w8a8_gemm(a, sa, wi, swi.view(1, -1), config=cfg, rotary=(cos, sin, n_q, n_k))
     assert got.shape == (m, n) and got.is_contiguous()
+    half = cfg["BLOCK_N"] // 2
+    sections = tma.get("TMA_STORE", False) and n_q % half == 0 and n_k % half == 0
+    assert blocks.count((cfg["BLOCK_M"], half)) == (3 if sections else 0), blocks
     got = torch.cat(tk.split_qkv(got, n_q, n_k), dim=1)
     plain = (a.double() @ w.double().t()) * sa.double() * sw.view(1, -1).double()
     pos = torch.arange(m, device=DEVICE) % t
