@@ -29,6 +29,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from qbench import triton_attention as ta
 from qbench import triton_kernels as tk
 
 QDTYPES = {"int8": torch.int8, "fp8": torch.float8_e4m3fn}
@@ -97,6 +98,13 @@ def w8a8_gemm_rotary_op(
     return tk.w8a8_gemm(a, a_scale, w, w_scale, torch.float16, rotary=(cos, sin, n_q, n_k))
 
 
+@torch.library.custom_op("qbench::rotary_attention", mutates_args=())
+def rotary_attention_op(
+    qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int, kv_heads: int, seq_len: int
+) -> torch.Tensor:
+    return ta.rotary_attention(qkv, cos, sin, heads, kv_heads, seq_len)
+
+
 @torch.library.custom_op("qbench::requantize_groups", mutates_args=())
 def requantize_groups_op(codes: torch.Tensor, scales: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
     return tk.requantize_groups(codes, scales, group)
@@ -159,6 +167,11 @@ def _(a, a_amax, w, w_scale, residual):
 @w8a8_gemm_rotary_op.register_fake
 def _(a, a_scale, w, w_scale, cos, sin, n_q, n_k):
     return a.new_empty((a.shape[0], w.shape[0]), dtype=torch.float16)
+
+
+@rotary_attention_op.register_fake
+def _(qkv, cos, sin, heads, kv_heads, seq_len):
+    return qkv.new_empty((qkv.shape[0], qkv.shape[1] // (heads + 2 * kv_heads) * heads))
 
 
 @requantize_groups_op.register_fake
@@ -266,6 +279,10 @@ class TritonDecoderLayer(nn.Module):
     # a_amax): the same numbers as quantize_rows, without its pass over the (M, I)
     # activation. scripts/bench_schemes.py sets it for a variant with the suffix q.
     fused_down_quant = False
+    # True: rotary embeddings and attention in one Triton kernel that reads the q|k|v GEMM's
+    # output as it is (qbench.triton_attention), where the shape allows (sequences of at most
+    # 256 tokens); scripts/bench_schemes.py sets it for a variant with the suffix a.
+    triton_attention = False
 
     def __init__(
         self, layer: nn.Module, kind: str, act_group_size: int | None = None, requantize: bool = False
@@ -281,6 +298,8 @@ class TritonDecoderLayer(nn.Module):
         self.post_norm_weight, self.post_eps = layer.post_norm.weight, layer.post_norm.eps
         self.rotary = self.fused_rotary and layer.head_dim % 2 == 0
         self.down_quant = self.fused_down_quant
+        self.heads, self.kv_heads, self.head_dim = layer.heads, layer.kv_heads, layer.head_dim
+        self.own_attention = self.triton_attention and not self.rotary
         if self.rotary:
             self.qkv = RotaryQKVWeight(layer.qkv, kind, layer.heads, layer.kv_heads, layer.head_dim)
         else:
@@ -301,6 +320,9 @@ class TritonDecoderLayer(nn.Module):
         """Attention from the quantized normed input: with `rotary`, on the q, k and v that
         the q|k|v GEMM's epilogue finished (RotaryQKVWeight); otherwise the original
         layer's path (rotary embeddings as torch ops)."""
+        if self.own_attention and ta.attention_supported(t, self.heads, self.kv_heads, self.head_dim) is None:
+            qkv = self.qkv(xq, xs)
+            return rotary_attention_op(qkv, cos, sin, self.heads, self.kv_heads, t).view(b, t, -1)
         if not self.rotary:
             return self.layer.attend(self.qkv(xq, xs).view(b, t, -1), cos, sin)
         return self.layer.attention(*(z.view(b, t, -1) for z in self.qkv.rotated(xq, xs, cos, sin)))

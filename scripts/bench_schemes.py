@@ -13,7 +13,9 @@ GEMM's epilogue), or scheme:triton:Gr for the same groups requantized to one sca
 token (dtype key requantize); a trailing f (scheme:triton:f, scheme:triton:128rf) puts the
 rotary embeddings in the q|k|v GEMM's epilogue (TritonDecoderLayer.fused_rotary, off by
 default: measured slower); a trailing q (scheme:triton:q) quantizes the down projection's
-input inside the down GEMM (TritonDecoderLayer.fused_down_quant).
+input inside the down GEMM (TritonDecoderLayer.fused_down_quant); a trailing a
+(scheme:triton:a) runs rotary and attention in qbench.triton_attention's kernel
+(TritonDecoderLayer.triton_attention).
 """
 
 from __future__ import annotations
@@ -53,27 +55,28 @@ def main() -> None:
         (s, i, None) for s in SCHEMES for i in IMPLS if not DtypeConfig("v", s, i).problems()]  # fmt: skip
     dtypes = []
     for scheme, impl, spec in variants:
-        # [G][r][f][q]: act_group_size G; r: requantized per token; f: rotary in the q|k|v
-        # epilogue; q: the down input quantized in the down GEMM
-        parts = re.fullmatch(r"(\d*)(r?)(f?)(q?)", spec or "")
+        # [G][r][f][q][a]: act_group_size G; r: requantized per token; f: rotary in the q|k|v
+        # epilogue; q: the down input quantized in the down GEMM; a: the Triton attention
+        parts = re.fullmatch(r"(\d*)(r?)(f?)(q?)(a?)", spec or "")
         if not parts:
-            raise SystemExit(f"--variants {scheme}:{impl}:{spec}: the third part is [group][r][f][q], e.g. 128, 128r, f or q")
+            raise SystemExit(f"--variants {scheme}:{impl}:{spec}: the third part is [group][r][f][q][a], e.g. 128r, f, q or a")
         group = int(parts[1]) if parts[1] else None
         dt = DtypeConfig(f"{scheme}-{impl}" + (f"-{spec}" if spec else ""), scheme, impl, act_group_size=group,
                          requantize=bool(parts[2]))  # fmt: skip
         if dt.problems():
             raise SystemExit(f"--variants {scheme}:{impl}:{spec}: " + "; ".join(dt.problems()))
-        dtypes.append((dt, spec, bool(parts[3]), bool(parts[4])))
+        dtypes.append((dt, spec, bool(parts[3]), bool(parts[4]), bool(parts[5])))
     rows = []
     for batch in args.batch:
         base = {}
-        for dt, group, fused_rotary, fused_down_quant in dtypes:
+        for dt, group, fused_rotary, fused_down_quant, triton_attention in dtypes:
             scheme, impl = dt.scheme, dt.impl
             if impl == "triton":
                 from qbench.triton_layers import TritonDecoderLayer
 
                 TritonDecoderLayer.fused_rotary = fused_rotary
                 TritonDecoderLayer.fused_down_quant = fused_down_quant
+                TritonDecoderLayer.triton_attention = triton_attention
             cell = CellConfig(wl, dt, batch, 0,
                               TimingConfig(warmup=3, min_iterations=args.iterations, max_iterations=args.iterations), 0, cfg.get("device", "auto"))  # fmt: skip
             t = run_cell(cell, device).to_pandas()

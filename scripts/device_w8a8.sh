@@ -6,7 +6,8 @@
 # whether the fork server measured (attempt 1 (fork server)) and what each job cost.
 # TUNE_ARGS go to tune_triton.py (e.g. --only-swiglu, --group 128); BATCH may list several sizes;
 # VARIANTS are bench_schemes.py's (scheme:impl or scheme:triton:G); TESTS_K narrows the tests (-k).
-# STEPS picks what runs (default: tests tune bench gputests; smoke with SMOKE=1; breakdown on request).
+# STEPS picks what runs (default: tests tune bench gputests; smoke with SMOKE=1; breakdown and
+# attention (scripts/bench_attention.py, ATTENTION_ARGS) on request).
 # Needs the wheels in .whl2/ (snakemake for SMOKE; torchao for impl torchao); WHEELS names another
 # folder (e.g. one with the torchao wheel alone, when SMOKE is off).
 set -uo pipefail
@@ -20,7 +21,7 @@ nvidia-smi --query-gpu=name,uuid,driver_version,clocks.max.sm,power.limit --form
 python3 -c "import torch, triton, torchao; print('torch', torch.__version__, 'triton', triton.__version__, 'torchao', torchao.__version__)"
 steps=" ${STEPS:-tests tune bench gputests} "; [ "${SMOKE:-0}" = 1 ] && steps="$steps smoke "
 has() { [[ "$steps" == *" $1 "* ]]; }
-has tests && timeout 150 python3 -m pytest -q tests/test_triton_kernels.py ${TESTS_K:+-k "$TESTS_K"} --tb=line 2>&1 | grep -E "Error|assert|FAILED|passed|failed" | head -30
+has tests && timeout 150 python3 -m pytest -q tests/test_triton_kernels.py tests/test_triton_attention.py ${TESTS_K:+-k "$TESTS_K"} --tb=line 2>&1 | grep -E "Error|assert|FAILED|passed|failed" | head -30
 if has smoke; then
   rm -rf results logs
   python3 -c "import yaml; c = yaml.safe_load(open('config/config.yaml')); c.update(batch_sizes=[128], repeats=2); yaml.safe_dump(c, open('/tmp/smoke.yaml', 'w'))"
@@ -44,6 +45,8 @@ cp qbench/triton_configs.json "$out/" 2>/dev/null
 has bench && timeout ${BENCH_S:-150} python3 scripts/bench_schemes.py --batch ${BATCH:-128} --iterations 20 --json "$out/schemes.json" \
   --variants ${VARIANTS:-fp16:compile w8a8-int8:triton w8a8-fp8:triton w8a8-int8:compile w8a8-fp8:compile} 2>&1 \
   | grep -E "^batch|Error|error" | tee "$out/schemes.log"
+has attention && timeout ${ATTENTION_S:-120} python3 scripts/bench_attention.py ${ATTENTION_ARGS:-} 2>&1 \
+  | grep -E "^batch|Error|error|NVIDIA" | tee "$out/attention.log"
 # BREAKDOWN_ARGS go to bench_breakdown.py (e.g. --batch 1024 --schemes w8a8-fp8 --impls triton --fused-rotary)
 has breakdown && timeout ${BREAKDOWN_S:-180} python3 scripts/bench_breakdown.py --configfile config/w8a8.yaml \
   --json "$out/breakdown.json" ${BREAKDOWN_ARGS:-} 2>&1 | grep -v -i "warn" | tee "$out/breakdown.log" | cut -c1-200

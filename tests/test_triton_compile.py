@@ -5,7 +5,7 @@ Triton's code generator instead, which has its own rules. In the tenth session a
 `return` inside a constexpr `if` compiled the int8 dot that followed it, into the wrong
 accumulator. The interpreter tests passed; the GPU failed to compile. This test runs
 that code generator (and ptxas) on CI's CPU machines for each epilogue and mainloop
-variant of both GEMM kernels, and each mode of the row kernel. It needs a process without TRITON_INTERPRET, since the kernels are jitted at
+variant of both GEMM kernels, each mode of the row kernel, and the attention kernel. It needs a process without TRITON_INTERPRET, since the kernels are jitted at
 import."""
 
 import os
@@ -23,6 +23,7 @@ SCRIPT = textwrap.dedent(
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
+    import qbench.triton_attention as ta
     import qbench.triton_kernels as tk
 
     H100 = GPUTarget("cuda", 90, 32)
@@ -65,6 +66,16 @@ SCRIPT = textwrap.dedent(
                for n in fn.arg_names}
         triton.compile(ASTSource(fn, sig, const), target=H100, options=dict(num_warps=8))
 
+    def attention(rotary):
+        fn = ta._rotary_attention_kernel
+        const = dict(HEADS=32, KV_HEADS=8, HEAD_DIM=64, BLOCK_M=64, BLOCK_T=128, ROTARY=rotary)
+        ptr = {"qkv_ptr": "*fp16", "o_ptr": "*fp16", "cos_ptr": "*fp16", "sin_ptr": "*fp16", "qk_scale": "fp32"}
+        sig = {n: "constexpr" if n in const else ptr.get(n, "i32") for n in fn.arg_names}
+        triton.compile(ASTSource(fn, sig, const), target=H100, options=dict(num_warps=4, num_stages=1))
+
+    for rotary in (True, False):
+        attention(rotary)
+        print("attention, rotary" if rotary else "attention", "ok", flush=True)
     for is_int in (True, False):
         for name, kw in [("plain", {}), ("residual", dict(residual=True)), ("swiglu", dict(swiglu=True)),
                          ("swiglu, quantized per group", dict(swiglu=True, q_out=True)),
@@ -89,4 +100,4 @@ def test_the_kernels_compile_for_the_h100():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     run = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600, check=False)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
-    assert run.stdout.count(" ok") == 2 * (2 * 8 + 1 + 4), run.stdout
+    assert run.stdout.count(" ok") == 2 * (2 * 8 + 1 + 4) + 2, run.stdout
