@@ -2,25 +2,43 @@
 reads the q|k|v projection as the GEMM wrote it.
 
 The torch path runs three kernels per layer: q's rotary (which also lays q out for
-cuDNN), k's, and cuDNN's attention. At llama-1b's 128 tokens a whole sequence is one tile,
-so one program computes one block of query rows of one head against all the keys at
-once, no online softmax: it loads its q rows and the head's k and v straight from the
-(M, q+k+v) projection, rotates q and k in registers, and writes its output where the o
-projection reads it, (M, heads * head_dim). The projection is read once and the output
-written once; the rotated q and k never reach memory.
+cuDNN), k's, and cuDNN's attention. Here one program computes one block of query rows of
+one head: it loads its q rows and, block by block up to the diagonal (causal: the blocks
+above it are skipped), the head's k and v, straight from the (M, q+k+v) projection; it
+rotates q and k in registers, keeps a running softmax (FlashAttention's), and writes its
+output where the o projection reads it, (M, heads * head_dim). The projection is read
+once and the output written once; the rotated q and k never reach memory.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import math
+from pathlib import Path
 
 import torch
 
 from qbench.triton_kernels import _jit, interpreting, tl
 
-# One program: BLOCK_M query rows of one head of one sequence (all of its keys at once).
-ATTENTION_CONFIG = {"BLOCK_M": 64, "num_warps": 4, "num_stages": 1}
-MAX_SEQ = 256  # longer sequences would need the keys in blocks (an online softmax): not built
+# One program: BLOCK_M query rows of one head of one sequence, keys in blocks of BLOCK_N.
+ATTENTION_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 2}
+# The tiles scripts/bench_attention.py --write measured fastest, per GPU name and head size.
+CONFIGS_FILE = Path(__file__).with_name("attention_configs.json")
+
+
+@functools.cache
+def _tuned() -> dict:
+    return json.loads(CONFIGS_FILE.read_text()) if CONFIGS_FILE.exists() else {}
+
+
+def attention_config(device: torch.device, head_dim: int) -> dict:
+    """The tiles for this GPU and head size: the measured fastest, else ATTENTION_CONFIG."""
+    if device.type == "cuda":
+        tuned = _tuned().get(torch.cuda.get_device_name(device), {}).get(str(head_dim))
+        if tuned:
+            return dict(tuned)
+    return dict(ATTENTION_CONFIG)
 
 
 @_jit
@@ -43,7 +61,7 @@ def _rotated(ptr, rows, d, cos_ptr, sin_ptr, pos, mask, HALF: tl.constexpr, ROTA
 @_jit
 def _rotary_attention_kernel(
     qkv_ptr, o_ptr, cos_ptr, sin_ptr, T, stride_qkv, stride_o, qk_scale,
-    HEADS: tl.constexpr, KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_T: tl.constexpr,
+    HEADS: tl.constexpr, KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     ROTARY: tl.constexpr,
 ):  # fmt: skip
     # Program order: the query blocks, then the heads that share a k/v head, then the
@@ -56,27 +74,38 @@ def _rotary_attention_kernel(
     kvh = h // (HEADS // KV_HEADS)
     d = tl.arange(0, HEAD_DIM)
     offs_m = mb * BLOCK_M + tl.arange(0, BLOCK_M)  # query positions
-    offs_t = tl.arange(0, BLOCK_T)  # key positions
-    mask_m, mask_t = offs_m < T, offs_t < T
+    mask_m = offs_m < T
     rows_m = (b * T + offs_m).to(tl.int64) * stride_qkv
-    rows_t = (b * T + offs_t).to(tl.int64) * stride_qkv
     HALF: tl.constexpr = HEAD_DIM // 2
-    q = _rotated(qkv_ptr + h * HEAD_DIM, rows_m, d, cos_ptr, sin_ptr, offs_m, mask_m, HALF, ROTARY)
-    k = _rotated(qkv_ptr + (HEADS + kvh) * HEAD_DIM, rows_t, d, cos_ptr, sin_ptr, offs_t, mask_t, HALF, ROTARY)
-    v = tl.load(qkv_ptr + (HEADS + KV_HEADS + kvh) * HEAD_DIM + rows_t[:, None] + d[None, :], mask=mask_t[:, None], other=0.0)
-    # q and k rounded to the projection's 16 bits after rotation, as the torch path stores them
-    s = tl.dot(q.to(v.dtype), tl.trans(k.to(v.dtype))) * qk_scale  # log2 units: exp2 below
-    s = tl.where((offs_t[None, :] <= offs_m[:, None]) & mask_t[None, :], s, float("-inf"))
-    p = tl.exp2(s - tl.max(s, axis=1)[:, None])
-    o = tl.dot(p.to(v.dtype), v) / tl.sum(p, axis=1)[:, None]
+    # q rounded to the projection's 16 bits after rotation, as the torch path stores it
+    q = _rotated(qkv_ptr + h * HEAD_DIM, rows_m, d, cos_ptr, sin_ptr, offs_m, mask_m, HALF, ROTARY).to(o_ptr.dtype.element_ty)
+    k_ptr = qkv_ptr + (HEADS + kvh) * HEAD_DIM
+    v_ptr = qkv_ptr + (HEADS + KV_HEADS + kvh) * HEAD_DIM
+    m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)  # running max, log2 units
+    l_i = tl.zeros((BLOCK_M,), tl.float32)  # running sum of exp2
+    o = tl.zeros((BLOCK_M, HEAD_DIM), tl.float32)
+    # key blocks up to the last query of this block: the causal mask leaves the rest out
+    for start in range(0, tl.minimum((mb + 1) * BLOCK_M, T), BLOCK_N):
+        offs_t = start + tl.arange(0, BLOCK_N)  # key positions
+        mask_t = offs_t < T
+        rows_t = (b * T + offs_t).to(tl.int64) * stride_qkv
+        k = _rotated(k_ptr, rows_t, d, cos_ptr, sin_ptr, offs_t, mask_t, HALF, ROTARY).to(q.dtype)
+        v = tl.load(v_ptr + rows_t[:, None] + d[None, :], mask=mask_t[:, None], other=0.0)
+        s = tl.dot(q, tl.trans(k)) * qk_scale  # log2 units: exp2 below
+        s = tl.where((offs_t[None, :] <= offs_m[:, None]) & mask_t[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))  # finite: key 0 is in every row's first block
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        o = o * alpha[:, None] + tl.dot(p.to(q.dtype), v)
+        m_i = m_new
+    o = o / l_i[:, None]
     out = o_ptr + (b * T + offs_m).to(tl.int64)[:, None] * stride_o + h * HEAD_DIM + d[None, :]
     tl.store(out, o.to(o_ptr.dtype.element_ty), mask=mask_m[:, None])
 
 
 def attention_supported(seq_len: int, heads: int, kv_heads: int, head_dim: int) -> str | None:
     """Why `rotary_attention` cannot take this shape, or None."""
-    if seq_len > MAX_SEQ:
-        return f"sequences of {seq_len} tokens (at most {MAX_SEQ}: one tile holds all the keys)"
     if head_dim < 16 or head_dim & (head_dim - 1):
         return f"head size {head_dim} (a power of two >= 16: the tensor cores' dot)"
     if heads % kv_heads:
@@ -101,9 +130,10 @@ def rotary_attention(
     rotary = cos is not None
     if rotary and (tuple(cos.shape) != (seq_len, head_dim) or sin.shape != cos.shape):
         raise ValueError(f"rotary_attention: cos and sin must be ({seq_len}, {head_dim}) tables, got {tuple(cos.shape)}")
-    cfg = dict(config or ATTENTION_CONFIG)
+    cfg = dict(config or attention_config(qkv.device, head_dim))
     block_t = max(16, 1 << (seq_len - 1).bit_length())
     bm = min(cfg.pop("BLOCK_M"), block_t)
+    cfg["BLOCK_N"] = min(cfg["BLOCK_N"], block_t)
     if not qkv.is_cuda:
         cfg.pop("num_warps", None), cfg.pop("num_stages", None)
     o = torch.empty((m, heads * head_dim), device=qkv.device, dtype=qkv.dtype)
@@ -114,6 +144,6 @@ def rotary_attention(
         raise RuntimeError("rotary_attention runs on CPU tensors only in Triton's interpreter (TRITON_INTERPRET=1)")
     _rotary_attention_kernel[grid](
         qkv, o, cos, sin, seq_len, qkv.stride(0), o.stride(0), math.log2(math.e) / math.sqrt(head_dim),
-        HEADS=heads, KV_HEADS=kv_heads, HEAD_DIM=head_dim, BLOCK_M=bm, BLOCK_T=block_t, ROTARY=rotary, **cfg,
+        HEADS=heads, KV_HEADS=kv_heads, HEAD_DIM=head_dim, BLOCK_M=bm, ROTARY=rotary, **cfg,
     )  # fmt: skip
     return o

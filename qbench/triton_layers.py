@@ -280,9 +280,13 @@ class TritonDecoderLayer(nn.Module):
     # activation. scripts/bench_schemes.py sets it for a variant with the suffix q.
     fused_down_quant = False
     # True: rotary embeddings and attention in one Triton kernel that reads the q|k|v GEMM's
-    # output as it is (qbench.triton_attention), where the shape allows (sequences of at most
-    # 256 tokens); scripts/bench_schemes.py sets it for a variant with the suffix a.
+    # output as it is (qbench.triton_attention), where the shape allows (head size a power
+    # of two >= 16); scripts/bench_schemes.py sets it for a variant with the suffix a.
     triton_attention = False
+    # True (fp8, on a GPU): the q|k|v projection by cuBLAS (torch._scaled_mm, row-wise scales,
+    # fast accumulation), whose Hopper mainloop beats Triton's; the projection has no
+    # epilogue of ours to lose. scripts/bench_schemes.py sets it for a variant with the suffix c.
+    cublas_qkv = False
 
     def __init__(
         self, layer: nn.Module, kind: str, act_group_size: int | None = None, requantize: bool = False
@@ -300,6 +304,7 @@ class TritonDecoderLayer(nn.Module):
         self.down_quant = self.fused_down_quant
         self.heads, self.kv_heads, self.head_dim = layer.heads, layer.kv_heads, layer.head_dim
         self.own_attention = self.triton_attention and not self.rotary
+        self.qkv_cublas = self.cublas_qkv and kind == "fp8" and not self.rotary
         if self.rotary:
             self.qkv = RotaryQKVWeight(layer.qkv, kind, layer.heads, layer.kv_heads, layer.head_dim)
         else:
@@ -321,11 +326,19 @@ class TritonDecoderLayer(nn.Module):
         the q|k|v GEMM's epilogue finished (RotaryQKVWeight); otherwise the original
         layer's path (rotary embeddings as torch ops)."""
         if self.own_attention and ta.attention_supported(t, self.heads, self.kv_heads, self.head_dim) is None:
-            qkv = self.qkv(xq, xs)
+            qkv = self.project_qkv(xq, xs)
             return rotary_attention_op(qkv, cos, sin, self.heads, self.kv_heads, t).view(b, t, -1)
         if not self.rotary:
-            return self.layer.attend(self.qkv(xq, xs).view(b, t, -1), cos, sin)
+            return self.layer.attend(self.project_qkv(xq, xs).view(b, t, -1), cos, sin)
         return self.layer.attention(*(z.view(b, t, -1) for z in self.qkv.rotated(xq, xs, cos, sin)))
+
+    def project_qkv(self, xq: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        """The q|k|v projection (M, q+k+v) in fp16: by our GEMM, or with `cublas_qkv` by cuBLAS."""
+        if self.qkv_cublas and xq.is_cuda:
+            w = self.qkv
+            return torch._scaled_mm(xq, w.weight_q.t(), scale_a=xs, scale_b=w.weight_scale, out_dtype=torch.float16,
+                                    use_fast_accum=True)  # fmt: skip
+        return self.qkv(xq, xs)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         b, t, h = x.shape

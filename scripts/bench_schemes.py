@@ -15,7 +15,8 @@ rotary embeddings in the q|k|v GEMM's epilogue (TritonDecoderLayer.fused_rotary,
 default: measured slower); a trailing q (scheme:triton:q) quantizes the down projection's
 input inside the down GEMM (TritonDecoderLayer.fused_down_quant); a trailing a
 (scheme:triton:a) runs rotary and attention in qbench.triton_attention's kernel
-(TritonDecoderLayer.triton_attention).
+(TritonDecoderLayer.triton_attention); a trailing c (scheme:triton:c, :ac) runs the q|k|v
+projection on cuBLAS (TritonDecoderLayer.cublas_qkv).
 """
 
 from __future__ import annotations
@@ -55,21 +56,22 @@ def main() -> None:
         (s, i, None) for s in SCHEMES for i in IMPLS if not DtypeConfig("v", s, i).problems()]  # fmt: skip
     dtypes = []
     for scheme, impl, spec in variants:
-        # [G][r][f][q][a]: act_group_size G; r: requantized per token; f: rotary in the q|k|v
-        # epilogue; q: the down input quantized in the down GEMM; a: the Triton attention
-        parts = re.fullmatch(r"(\d*)(r?)(f?)(q?)(a?)", spec or "")
+        # [G][r][f][q][a][c]: act_group_size G; r: requantized per token; f: rotary in the
+        # q|k|v epilogue; q: the down input quantized in the down GEMM; a: the Triton
+        # attention; c: the q|k|v projection on cuBLAS
+        parts = re.fullmatch(r"(\d*)(r?)(f?)(q?)(a?)(c?)", spec or "")
         if not parts:
-            raise SystemExit(f"--variants {scheme}:{impl}:{spec}: the third part is [group][r][f][q][a], e.g. 128r, f, q or a")
+            raise SystemExit(f"--variants {scheme}:{impl}:{spec}: the third part is [group][r][f][q][a][c], e.g. 128r, f, a or ac")
         group = int(parts[1]) if parts[1] else None
         dt = DtypeConfig(f"{scheme}-{impl}" + (f"-{spec}" if spec else ""), scheme, impl, act_group_size=group,
                          requantize=bool(parts[2]))  # fmt: skip
         if dt.problems():
             raise SystemExit(f"--variants {scheme}:{impl}:{spec}: " + "; ".join(dt.problems()))
-        dtypes.append((dt, spec, bool(parts[3]), bool(parts[4]), bool(parts[5])))
+        dtypes.append((dt, spec, *(bool(parts[i]) for i in (3, 4, 5, 6))))
     rows = []
     for batch in args.batch:
         base = {}
-        for dt, group, fused_rotary, fused_down_quant, triton_attention in dtypes:
+        for dt, group, fused_rotary, fused_down_quant, triton_attention, cublas_qkv in dtypes:
             scheme, impl = dt.scheme, dt.impl
             if impl == "triton":
                 from qbench.triton_layers import TritonDecoderLayer
@@ -77,6 +79,7 @@ def main() -> None:
                 TritonDecoderLayer.fused_rotary = fused_rotary
                 TritonDecoderLayer.fused_down_quant = fused_down_quant
                 TritonDecoderLayer.triton_attention = triton_attention
+                TritonDecoderLayer.cublas_qkv = cublas_qkv
             cell = CellConfig(wl, dt, batch, 0,
                               TimingConfig(warmup=3, min_iterations=args.iterations, max_iterations=args.iterations), 0, cfg.get("device", "auto"))  # fmt: skip
             t = run_cell(cell, device).to_pandas()

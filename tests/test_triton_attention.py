@@ -32,19 +32,25 @@ def reference(qkv, cos, sin, b, t, heads, kv, d):
 
 # (batch, tokens, heads, k/v heads, head size): a whole tile, tokens not a multiple of the
 # query block, one k/v head for all, as many k/v heads as heads; llama-1b's shape on a GPU
-SHAPES = [(2, 8, 4, 2, 16), (3, 20, 4, 1, 32), (1, 40, 2, 2, 16)] + ([(4, 128, 32, 8, 64), (2, 200, 8, 2, 64)] if CUDA else [])
+SHAPES = [(2, 8, 4, 2, 16), (3, 20, 4, 1, 32), (1, 40, 2, 2, 16)] + ([(4, 128, 32, 8, 64), (2, 300, 8, 2, 64)] if CUDA else [])
+
+
+# the default tiles, and small ones: several query and key blocks, the running softmax
+# across them, the diagonal block's mask and the key blocks above it skipped
+TILES = [None, {"BLOCK_M": 16, "BLOCK_N": 16, "num_warps": 4, "num_stages": 2}]
 
 
 @pytest.mark.parametrize("b,t,heads,kv,d", SHAPES)
 @pytest.mark.parametrize("rotary", [True, False])
-def test_rotary_attention_is_rotary_then_causal_gqa(b, t, heads, kv, d, rotary):
+@pytest.mark.parametrize("tiles", TILES, ids=["default", "16x16"])
+def test_rotary_attention_is_rotary_then_causal_gqa(b, t, heads, kv, d, rotary, tiles):
     """The kernel's output is DecoderLayer.attention's on the same projection, to the
     rounding of q, k and the probabilities to 16 bits (a wrong head, k/v head, position,
-    rotary pair or mask is off by O(1))."""
+    rotary pair, mask or block is off by O(1))."""
     g = torch.Generator(device=DEVICE).manual_seed(b * t + d)
     qkv = torch.randn(b * t, (heads + 2 * kv) * d, generator=g, device=DEVICE).half()
     cos, sin = rotary_tables(t, d, 10000.0, DEVICE, torch.float16) if rotary else (None, None)
-    got = ta.rotary_attention(qkv, cos, sin, heads, kv, t)
+    got = ta.rotary_attention(qkv, cos, sin, heads, kv, t, config=tiles)
     assert got.shape == (b * t, heads * d) and got.dtype == torch.float16
     ref = reference(qkv, cos, sin, b, t, heads, kv, d)
     assert float((got.double() - ref).norm() / ref.norm()) < 3e-3
@@ -57,7 +63,6 @@ def test_rotary_attention_rejects_what_it_cannot_take():
         ta.rotary_attention(qkv, cos, sin, 4, 2, 5)  # 16 rows are not whole sequences of 5
     with pytest.raises(ValueError, match="cos and sin must be \\(8, 16\\) tables"):
         ta.rotary_attention(qkv, cos[:4], sin[:4], 4, 2, 8)
-    assert "sequences of 300 tokens" in ta.attention_supported(300, 4, 2, 64)
     assert "head size 24" in ta.attention_supported(128, 4, 2, 24)
     assert ta.attention_supported(128, 32, 8, 64) is None
 

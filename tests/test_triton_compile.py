@@ -68,10 +68,10 @@ SCRIPT = textwrap.dedent(
 
     def attention(rotary):
         fn = ta._rotary_attention_kernel
-        const = dict(HEADS=32, KV_HEADS=8, HEAD_DIM=64, BLOCK_M=64, BLOCK_T=128, ROTARY=rotary)
+        const = dict(HEADS=32, KV_HEADS=8, HEAD_DIM=64, BLOCK_M=64, BLOCK_N=64, ROTARY=rotary)
         ptr = {"qkv_ptr": "*fp16", "o_ptr": "*fp16", "cos_ptr": "*fp16", "sin_ptr": "*fp16", "qk_scale": "fp32"}
         sig = {n: "constexpr" if n in const else ptr.get(n, "i32") for n in fn.arg_names}
-        triton.compile(ASTSource(fn, sig, const), target=H100, options=dict(num_warps=4, num_stages=1))
+        triton.compile(ASTSource(fn, sig, const), target=H100, options=dict(num_warps=4, num_stages=2))
 
     for rotary in (True, False):
         attention(rotary)

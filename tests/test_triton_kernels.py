@@ -308,6 +308,26 @@ def test_triton_decoder_quantizing_the_down_input_in_its_gemm_is_the_per_token_l
                           test_utils=("test_faketensor",))  # fmt: skip
 
 
+@pytest.mark.skipif(not CUDA or torch.cuda.get_device_capability() < (8, 9), reason="cuBLAS fp8 needs a GPU of 8.9+")
+def test_triton_decoder_q_k_v_projection_by_cublas_is_ours(monkeypatch):
+    """cublas_qkv: the fp8 q|k|v projection by torch._scaled_mm (row-wise scales, fast
+    accumulation) is our GEMM's, to the fp8 dots' accumulation (a wrong scale is O(1))."""
+    from qbench import triton_layers as tl_
+
+    out = {}
+    with torch.inference_mode():
+        x = make_input(TINY, 3, DEVICE, torch.float16, 0)
+        for cublas in (False, True):
+            monkeypatch.setattr(tl_.TritonDecoderLayer, "cublas_qkv", cublas)
+            model = schemes.apply_scheme(build_model(TINY, DEVICE, torch.float16, 0), "w8a8-fp8", "triton")
+            layer = model.layers[0]
+            assert layer.qkv_cublas == cublas
+            xq, xs = tl_.rmsnorm_quant_op(x, layer.input_norm_weight, layer.input_eps, "fp8")
+            out[cublas] = layer.project_qkv(xq, xs)
+    assert out[True].shape == out[False].shape and out[True].dtype == torch.float16
+    assert schemes.relative_error(out[True], out[False]) < 2e-2
+
+
 @pytest.mark.parametrize("scheme", ["w8a8-int8", "w8a8-fp8"])
 def test_triton_decoder_with_activation_groups_is_as_accurate_and_computes_the_same(scheme):
     """act_group_size: the down projection's input quantized per token and group in the
