@@ -42,12 +42,13 @@ fi
 has tune && timeout ${TUNE_S:-330} python3 scripts/tune_triton.py --write --json "$out/tune.json" \
   --budget-s $(( ${TUNE_S:-330} * 7 / 10 )) ${TUNE_ARGS:-} 2>&1 | grep -v "^  skip" | tee "$out/tune.log"
 cp qbench/triton_configs.json "$out/" 2>/dev/null
-has bench && timeout ${BENCH_S:-150} python3 scripts/bench_schemes.py --batch ${BATCH:-128} --iterations 20 --json "$out/schemes.json" \
-  --variants ${VARIANTS:-fp16:compile w8a8-int8:triton w8a8-fp8:triton w8a8-int8:compile w8a8-fp8:compile} 2>&1 \
-  | grep -E "^batch|Error|error" | tee "$out/schemes.log"
+# before bench: with ATTENTION_ARGS=--write, the bench's Triton attention takes the tiles found fastest
 has attention && timeout ${ATTENTION_S:-120} python3 scripts/bench_attention.py ${ATTENTION_ARGS:-} 2>&1 \
   | grep -E "^batch|Error|error|NVIDIA|wrote" | tee "$out/attention.log"
 cp qbench/attention_configs.json "$out/" 2>/dev/null
+has bench && timeout ${BENCH_S:-150} python3 scripts/bench_schemes.py --batch ${BATCH:-128} --iterations 20 --json "$out/schemes.json" \
+  --variants ${VARIANTS:-fp16:compile w8a8-int8:triton w8a8-fp8:triton w8a8-int8:compile w8a8-fp8:compile} 2>&1 \
+  | grep -E "^batch|Error|error" | tee "$out/schemes.log"
 # BREAKDOWN_ARGS go to bench_breakdown.py (e.g. --batch 1024 --schemes w8a8-fp8 --impls triton --fused-rotary)
 has breakdown && timeout ${BREAKDOWN_S:-180} python3 scripts/bench_breakdown.py --configfile config/w8a8.yaml \
   --json "$out/breakdown.json" ${BREAKDOWN_ARGS:-} 2>&1 | grep -v -i "warn" | tee "$out/breakdown.log" | cut -c1-200
