@@ -126,7 +126,7 @@ def _gemm_epilogue(
     cos_ptr, sin_ptr, SEQ, N_Q, N_ROT,
     HAS_RESIDUAL: tl.constexpr, SWIGLU: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     A_GROUP: tl.constexpr, Q_OUT: tl.constexpr, QMAX: tl.constexpr, IS_INT: tl.constexpr, EXACT: tl.constexpr,
-    HEAD_DIM: tl.constexpr, A_AMAX: tl.constexpr, ROW_AMAX: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
 ):  # fmt: skip
     # Both GEMM kernels' epilogue for the (pid_m, pid_n) tile: dequantize by the per-token
     # and per-channel scales, then silu(gate) * up (SWIGLU: B's rows interleaved by
@@ -137,16 +137,13 @@ def _gemm_epilogue(
     # HEAD_DIM > 0 (the q|k|v projection): rotary embeddings on the first N_ROT columns,
     # whose heads come in interleaved pairs (_rotary_pairs), and C stored as three dense
     # row-major matrices one after the other: q (M, N_Q), k (M, N_ROT - N_Q), v (M, N - N_ROT).
-    # A_AMAX: sa holds each row's amax, not its scale (_amax_to_scale).
-    # ROW_AMAX (SWIGLU only): each row's amax of the 16-bit silu(gate) * up joins qs[row]
-    # (atomic max; qs starts at zero): what the next GEMM with A_AMAX quantizes A by.
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     sb = tl.load(sb_ptr + offs_n, mask=offs_n < N, other=0.0)
     if A_GROUP > 0:
         c = acc * sb[None, :]
     else:
-        sa = _amax_to_scale(tl.load(sa_ptr + offs_m, mask=offs_m < M, other=0.0), QMAX, A_AMAX)
+        sa = tl.load(sa_ptr + offs_m, mask=offs_m < M, other=0.0)
         c = acc.to(tl.float32) * sa[:, None] * sb[None, :]
     rows = offs_m.to(tl.int64)[:, None]
     if SWIGLU:
@@ -156,11 +153,7 @@ def _gemm_epilogue(
         mask_h = (offs_m[:, None] < M) & (offs_h[None, :] < N // 2)
         if Q_OUT:
             h = _quantize_tile(h, pid_n, offs_m, qs_ptr, M, QMAX, IS_INT, EXACT)
-        h = h.to(c_ptr.dtype.element_ty)
-        if ROW_AMAX:
-            # columns past N // 2 hold wrapped rows of B: left out
-            _row_amax(tl.where(mask_h, h, 0.0), offs_m, qs_ptr, M)
-        tl.store(c_ptr + rows * stride_cm + offs_h[None, :] * stride_cn, h, mask=mask_h)
+        tl.store(c_ptr + rows * stride_cm + offs_h[None, :] * stride_cn, h.to(c_ptr.dtype.element_ty), mask=mask_h)
     elif HEAD_DIM > 0:
         c = _rotary_pairs(c, offs_m, offs_n, cos_ptr, sin_ptr, SEQ, N_ROT, BLOCK_M, BLOCK_N, HEAD_DIM)
         # each section dense, so attention reads q, k and v without a copy
@@ -175,30 +168,6 @@ def _gemm_epilogue(
             r = tl.load(r_ptr + rows * stride_rm + offs_n[None, :] * stride_rn, mask=mask, other=0.0)
             c += r.to(tl.float32)
         tl.store(c_ptr + rows * stride_cm + offs_n[None, :] * stride_cn, c.to(c_ptr.dtype.element_ty), mask=mask)
-
-
-@_jit
-def _amax_to_scale(sa, QMAX: tl.constexpr, A_AMAX: tl.constexpr):
-    # A_AMAX: sa holds rows' amax; their scales, as _quantize_rows_kernel writes them
-    if A_AMAX:
-        sa = tl.maximum(sa, 1e-8) / QMAX
-    return sa
-
-
-@_jit
-def _row_amax(h, offs_m, amax_ptr, M):
-    # each row's largest |h| of the tile (h in its stored 16 bits) into amax[row]: the
-    # per-token amax of a row that N // BLOCK_N tiles make, gathered without a pass over it
-    tl.atomic_max(amax_ptr + offs_m, tl.max(tl.abs(h.to(tl.float32)), axis=1), mask=offs_m < M)
-
-
-@_jit
-def _quantize_a(a, amax, QMAX: tl.constexpr, IS_INT: tl.constexpr, EXACT: tl.constexpr, A_AMAX: tl.constexpr, dtype):
-    # A_AMAX: a 16-bit tile of A onto the 8-bit grid, each row by its amax: _quantize_rows_kernel's
-    # rounding, done where the tile is loaded, so A is never written in 8 bits
-    if A_AMAX:
-        a = _to_grid(a.to(tl.float32), amax[:, None], QMAX, IS_INT, EXACT).to(dtype)
-    return a
 
 
 @_jit
@@ -264,10 +233,8 @@ def _w8a8_gemm_kernel(
     IS_INT: tl.constexpr, HAS_RESIDUAL: tl.constexpr, EVEN_K: tl.constexpr, SWIGLU: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     A_GROUP: tl.constexpr, Q_OUT: tl.constexpr, QMAX: tl.constexpr, EXACT: tl.constexpr, HEAD_DIM: tl.constexpr,
-    A_AMAX: tl.constexpr, ROW_AMAX: tl.constexpr,
 ):  # fmt: skip
     # C[m, n] = (sum_k A[m, k] B[n, k]) * sa[m] * sb[n] (+ R[m, n]); B is the (N, K) weight.
-    # A_AMAX: A is 16-bit, sa its rows' amax; each tile is quantized per row as it is loaded.
     # SWIGLU: B's rows come in blocks of BLOCK_N // 2 gate rows then the matching up rows
     # (`swiglu_interleave`), and C[m, j] = silu(gate) * up, N // 2 columns.
     pid = tl.program_id(0)
@@ -287,7 +254,6 @@ def _w8a8_gemm_kernel(
     bn = (offs_n % N).to(tl.int64)
     a_ptrs = a_ptr + am[:, None] * stride_am + offs_k[None, :] * stride_ak
     b_ptrs = b_ptr + offs_k[:, None] * stride_bk + bn[None, :] * stride_bn
-    amax_a = tl.maximum(tl.load(sa_ptr + am), 1e-8) if A_AMAX else None
     if IS_INT and A_GROUP == 0:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
     else:
@@ -300,14 +266,13 @@ def _w8a8_gemm_kernel(
             rem = K - k * BLOCK_K
             a = tl.load(a_ptrs, mask=offs_k[None, :] < rem, other=0.0)
             b = tl.load(b_ptrs, mask=offs_k[:, None] < rem, other=0.0)
-        a = _quantize_a(a, amax_a, QMAX, IS_INT, EXACT, A_AMAX, b.dtype)
         acc = _scaled_dot(a, b, acc, sa_ptr, offs_m, k, M, IS_INT, BLOCK_K, A_GROUP)
         a_ptrs += BLOCK_K * stride_ak
         b_ptrs += BLOCK_K * stride_bk
     _gemm_epilogue(
         acc, pid_m, pid_n, c_ptr, sa_ptr, sb_ptr, r_ptr, qs_ptr, M, N, stride_cm, stride_cn, stride_rm, stride_rn,
         cos_ptr, sin_ptr, SEQ, N_Q, N_ROT, HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N, A_GROUP, Q_OUT, QMAX, IS_INT, EXACT,
-        HEAD_DIM, A_AMAX, ROW_AMAX,
+        HEAD_DIM,
     )  # fmt: skip
 
 
@@ -333,7 +298,7 @@ def _gemm_epilogue_tma(
     acc, pid_m, pid_n, c_desc, sa_ptr, sb_ptr, r_desc, qs_ptr, M, N, k_desc, v_desc, cos_ptr, sin_ptr, SEQ, N_Q, N_ROT,
     HAS_RESIDUAL: tl.constexpr, SWIGLU: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     A_GROUP: tl.constexpr, Q_OUT: tl.constexpr, QMAX: tl.constexpr, IS_INT: tl.constexpr, EXACT: tl.constexpr,
-    HEAD_DIM: tl.constexpr, A_AMAX: tl.constexpr, ROW_AMAX: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
 ):  # fmt: skip
     # _gemm_epilogue with C (and R) through tensor descriptors of block [BLOCK_M,
     # BLOCK_N // 2]. A TMA store is asynchronous: the tile drains from shared memory to
@@ -357,7 +322,7 @@ def _gemm_epilogue_tma(
         c0 = acc0 * sb0[None, :]
         c1 = acc1 * sb1[None, :]
     else:
-        sa = _amax_to_scale(tl.load(sa_ptr + offs_m, mask=offs_m < M, other=0.0), QMAX, A_AMAX)
+        sa = tl.load(sa_ptr + offs_m, mask=offs_m < M, other=0.0)
         c0 = acc0.to(tl.float32) * sa[:, None] * sb0[None, :]
         c1 = acc1.to(tl.float32) * sa[:, None] * sb1[None, :]
     row = pid_m * BLOCK_M
@@ -365,10 +330,7 @@ def _gemm_epilogue_tma(
         h = c0 / (1.0 + tl.exp(-c0)) * c1
         if Q_OUT:
             h = _quantize_tile(h, pid_n, offs_m, qs_ptr, M, QMAX, IS_INT, EXACT)
-        h = h.to(c_desc.dtype)
-        if ROW_AMAX:
-            _row_amax(h, offs_m, qs_ptr, M)  # past N // 2, B's rows read as zeros: h is 0 there
-        c_desc.store([row, pid_n * HALF], h)
+        c_desc.store([row, pid_n * HALF], h.to(c_desc.dtype))
     elif HEAD_DIM > 0:
         col = pid_n * BLOCK_N
         c0 = _rotary_pairs(c0, offs_m, offs_n, cos_ptr, sin_ptr, SEQ, N_ROT, BLOCK_M, HALF, HEAD_DIM)
@@ -406,7 +368,6 @@ def _w8a8_gemm_tma_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     NUM_SMS: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, FLATTEN: tl.constexpr, TMA_STORE: tl.constexpr,
     A_GROUP: tl.constexpr, Q_OUT: tl.constexpr, QMAX: tl.constexpr, EXACT: tl.constexpr, HEAD_DIM: tl.constexpr,
-    A_AMAX: tl.constexpr, ROW_AMAX: tl.constexpr,
 ):  # fmt: skip
     # The same GEMM and epilogue as _w8a8_gemm_kernel, persistent (one program per SM
     # walks the tiles) with A and B tiles fetched by TMA (tensor descriptors; edges read
@@ -435,25 +396,22 @@ def _w8a8_gemm_tma_kernel(
         else:
             acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         offs_am = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        amax_a = tl.maximum(tl.load(sa_ptr + offs_am, mask=offs_am < M, other=1.0), 1e-8) if A_AMAX else None
         for ki in range(k_tiles):
             a = a_desc.load([pid_m * BLOCK_M, ki * BLOCK_K])
             b = b_desc.load([pid_n * BLOCK_N, ki * BLOCK_K])
-            a = _quantize_a(a, amax_a, QMAX, IS_INT, EXACT, A_AMAX, b.dtype)
             acc = _scaled_dot(a, b.T, acc, sa_ptr, offs_am, ki, M, IS_INT, BLOCK_K, A_GROUP)
         if TMA_STORE:
             tile_c += NUM_SMS
             pid_mc, pid_nc = _grouped_tile(tile_c, num_pid_m, per_group, GROUP_M)
             _gemm_epilogue_tma(
                 acc, pid_mc, pid_nc, c_desc, sa_ptr, sb_ptr, r_desc, qs_ptr, M, N, k_desc, v_desc, cos_ptr, sin_ptr, SEQ,
-                N_Q, N_ROT, HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N, A_GROUP, Q_OUT, QMAX, IS_INT, EXACT, HEAD_DIM, A_AMAX,
-                ROW_AMAX,
+                N_Q, N_ROT, HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N, A_GROUP, Q_OUT, QMAX, IS_INT, EXACT, HEAD_DIM,
             )  # fmt: skip
         else:
             _gemm_epilogue(
                 acc, pid_m, pid_n, c_ptr, sa_ptr, sb_ptr, r_ptr, qs_ptr, M, N, stride_cm, stride_cn, stride_rm, stride_rn,
                 cos_ptr, sin_ptr, SEQ, N_Q, N_ROT, HAS_RESIDUAL, SWIGLU, BLOCK_M, BLOCK_N, A_GROUP, Q_OUT, QMAX, IS_INT,
-                EXACT, HEAD_DIM, A_AMAX, ROW_AMAX,
+                EXACT, HEAD_DIM,
             )  # fmt: skip
 
 
@@ -585,7 +543,6 @@ def w8a8_gemm(
     out_dtype: torch.dtype = torch.float16, residual: torch.Tensor | None = None,
     config: dict | None = None, swiglu_block: int | None = None, a_group: int | None = None,
     quantize_out: bool = False, rotary: tuple[torch.Tensor, torch.Tensor, int, int] | None = None,
-    a_amax: bool = False, row_amax: bool = False,
 ):  # fmt: skip
     """(a @ w.T) * a_scale * w_scale (+ residual) in `out_dtype`: a (M, K) and w (N, K) both
     int8 or both fp8 e4m3, a_scale (M, 1) and w_scale (1, N) or (N,) fp32.
@@ -601,24 +558,13 @@ def w8a8_gemm(
     first n_q + n_k columns (q's heads, then k's), whose weight rows `rotary_interleave`
     reordered, are rotated (_rotary_pairs), and the result is stored as q (M, n_q), k (M,
     n_k) and v (M, N - n_q - n_k), dense, one after the other in the returned (M, N)
-    tensor's memory (`split_qkv`).
-    With `a_amax`, a is 16-bit (fp16 or bf16) and a_scale (M,) or (M, 1) holds each row's
-    largest magnitude: the GEMM quantizes A per row (as `quantize_rows` would) where it
-    loads each tile, so A is read once, in 16 bits, and never written in 8.
-    With `row_amax` (SwiGLU only), the result is (silu(gate) * up, each row's amax (M,)
-    fp32): the input of a GEMM with `a_amax`."""
+    tensor's memory (`split_qkv`)."""
     m, k = a.shape
     n, k2 = w.shape
-    a_ok = a.dtype in (torch.float16, torch.bfloat16) if a_amax else a.dtype == w.dtype
-    if k != k2 or not a_ok or (a_amax and a_scale.numel() != m):
-        raise ValueError(f"w8a8_gemm: a {tuple(a.shape)} {a.dtype} and w {tuple(w.shape)} {w.dtype} do not match"
-                         + (f" (a_amax: a 16-bit, a_scale with one amax per row, {m})" if a_amax else ""))  # fmt: skip
+    if k != k2 or a.dtype != w.dtype:
+        raise ValueError(f"w8a8_gemm: a {tuple(a.shape)} {a.dtype} and w {tuple(w.shape)} {w.dtype} do not match")
     if quantize_out and not swiglu_block:
         raise ValueError("w8a8_gemm: quantize_out is the SwiGLU epilogue's (give swiglu_block)")
-    if row_amax and (not swiglu_block or quantize_out):
-        raise ValueError("w8a8_gemm: row_amax is the SwiGLU epilogue's, with a 16-bit result (swiglu_block, no quantize_out)")
-    if a_amax and (a_group or rotary is not None):
-        raise ValueError("w8a8_gemm: a_amax takes per-token A, without a_group or rotary")
     if a_group and (k % a_group or tuple(a_scale.shape) != (k // a_group, m) or a_group & (a_group - 1) or a_group < 32
                     or k // a_group * m >= 2**31):  # fmt: skip
         raise ValueError(f"w8a8_gemm: a_group {a_group} needs a power of two >= 32 (an 8-bit dot's K step) dividing K = {k}, "
@@ -632,7 +578,7 @@ def w8a8_gemm(
             raise ValueError(f"w8a8_gemm: rotary needs (T, D) cos and sin tables with D even, dividing n_q {n_q} and "
                              f"n_k {n_k} (n_q + n_k <= N = {n}), and no residual or SwiGLU; got {tuple(cos.shape)}")  # fmt: skip
         rope, rope_args = {"HEAD_DIM": d}, (cos.contiguous(), sin.contiguous(), cos.shape[0], n_q, n_q + n_k)
-    is_int = w.dtype == torch.int8
+    is_int = a.dtype == torch.int8
     group = a_group or (swiglu_block if quantize_out else None)
     cfg = dict(config or gemm_config("int8" if is_int else "fp8", m, n, k, a.device, bool(swiglu_block), group))
     if swiglu_block and cfg["BLOCK_N"] != 2 * swiglu_block:
@@ -642,21 +588,13 @@ def w8a8_gemm(
         cfg = dict(cfg if config else DEFAULT_GEMM, BLOCK_N=2 * swiglu_block)
     if a_group and cfg["BLOCK_K"] > a_group:
         cfg["BLOCK_K"] = a_group  # a K step must not span two groups' scales
-    if a_amax and a.is_cuda:
-        # A's tiles take twice the shared memory of 8-bit ones: at most the stages that fit
-        # in 192 KiB of the H100's 227 (the rest for the epilogue), at least two
-        stage = cfg["BLOCK_K"] * (2 * cfg["BLOCK_M"] + cfg["BLOCK_N"])
-        cfg["num_stages"] = max(2, min(cfg.get("num_stages", 3), (192 * 1024) // stage))
     c = torch.empty((m, n // 2 if swiglu_block else n), device=a.device, dtype=a.dtype if quantize_out else out_dtype)
     qs = torch.empty((n // 2 // swiglu_block, m), device=a.device, dtype=torch.float32) if quantize_out else c
-    if row_amax:
-        qs = torch.zeros((m,), device=a.device, dtype=torch.float32)  # the epilogue's atomic max starts at 0
     r = residual.reshape(m, n) if residual is not None else c
-    qmax, _ = _qspec(w.dtype)
-    quant = {"A_GROUP": a_group or 0, "Q_OUT": quantize_out, "QMAX": qmax, "EXACT": a.device.type != "cuda",
-             "A_AMAX": a_amax, "ROW_AMAX": row_amax}
+    qmax, _ = _qspec(a.dtype)
+    quant = {"A_GROUP": a_group or 0, "Q_OUT": quantize_out, "QMAX": qmax, "EXACT": a.device.type != "cuda"}
     bm, bn = cfg.pop("BLOCK_M"), cfg.pop("BLOCK_N")
-    tma = cfg.pop("TMA", False) and k % 16 == 0 and a.is_contiguous() and w.is_contiguous() and _tma_ok(a)
+    tma = cfg.pop("TMA", False) and k % 16 == 0 and a.is_contiguous() and w.is_contiguous()
     ws = bool(cfg.pop("WS", False))  # warp specialization: the TMA kernel's only
     # C and R through TMA too (the TMA kernel's only): TMA wants 16-byte-aligned base
     # addresses and row strides and unit column strides, else the pointer epilogue runs
@@ -667,7 +605,7 @@ def w8a8_gemm(
         tma_store = (tma_store and rotary[2] % (bn // 2) == 0 and rotary[3] % (bn // 2) == 0
                      and all(_tma_ok(part) for part in sections))  # fmt: skip
     fit_key = (str(a.device), bm, bn, tuple(sorted(cfg.items())), is_int, residual is not None, bool(swiglu_block),
-               quantize_out, a_group, rotary is not None, a_amax, row_amax)  # fmt: skip
+               quantize_out, a_group, rotary is not None)  # fmt: skip
     tma_store = tma_store and fit_key not in _TMA_STORE_TOO_BIG
     if a.device.type != "cuda":
         cfg.pop("num_warps", None), cfg.pop("num_stages", None)
@@ -708,7 +646,7 @@ def w8a8_gemm(
             log.info("TMA_STORE off for %dx%dx%d, %s stages%s: %s", bm, bn, cfg["BLOCK_K"], cfg.get("num_stages"),
                      " with a residual" if residual is not None else "", str(exc).splitlines()[0][:120])  # fmt: skip
             launch(False)
-        return (c, qs) if quantize_out or row_amax else c
+        return (c, qs) if quantize_out else c
     grid = (triton_cdiv(m, bm) * triton_cdiv(n, bn),)
     kernel = _kernel("_w8a8_gemm_kernel", a.device.type != "cuda")
     kernel[grid](
@@ -717,7 +655,7 @@ def w8a8_gemm(
         IS_INT=is_int, HAS_RESIDUAL=residual is not None, EVEN_K=k % cfg["BLOCK_K"] == 0, SWIGLU=bool(swiglu_block),
         BLOCK_M=bm, BLOCK_N=bn, **quant, **rope, **cfg,
     )  # fmt: skip
-    return (c, qs) if quantize_out or row_amax else c
+    return (c, qs) if quantize_out else c
 
 
 # GEMM launches (device, tile, kind, epilogue) whose TMA-store staging did not fit in

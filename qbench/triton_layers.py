@@ -64,20 +64,6 @@ def w8a8_gemm_swiglu_quant_op(
     return tk.w8a8_gemm(a, a_scale, w, w_scale, swiglu_block=block, quantize_out=True)
 
 
-@torch.library.custom_op("qbench::w8a8_gemm_swiglu_amax", mutates_args=())
-def w8a8_gemm_swiglu_amax_op(
-    a: torch.Tensor, a_scale: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, block: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    return tk.w8a8_gemm(a, a_scale, w, w_scale, torch.float16, swiglu_block=block, row_amax=True)
-
-
-@torch.library.custom_op("qbench::w8a8_gemm_amax", mutates_args=())
-def w8a8_gemm_amax_op(
-    a: torch.Tensor, a_amax: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, residual: torch.Tensor | None
-) -> torch.Tensor:
-    return tk.w8a8_gemm(a, a_amax, w, w_scale, torch.float16, residual, a_amax=True)
-
-
 @torch.library.custom_op("qbench::w8a8_gemm_grouped", mutates_args=())
 def w8a8_gemm_grouped_op(
     a: torch.Tensor,
@@ -153,17 +139,6 @@ def _(a, a_scale, w, w_scale, block):
     return a.new_empty((m, n)), a.new_empty((n // block, m), dtype=torch.float32)
 
 
-@w8a8_gemm_swiglu_amax_op.register_fake
-def _(a, a_scale, w, w_scale, block):
-    m = a.shape[0]
-    return a.new_empty((m, w.shape[0] // 2), dtype=torch.float16), a.new_empty((m,), dtype=torch.float32)
-
-
-@w8a8_gemm_amax_op.register_fake
-def _(a, a_amax, w, w_scale, residual):
-    return a.new_empty((a.shape[0], w.shape[0]), dtype=torch.float16)
-
-
 @w8a8_gemm_rotary_op.register_fake
 def _(a, a_scale, w, w_scale, cos, sin, n_q, n_k):
     return a.new_empty((a.shape[0], w.shape[0]), dtype=torch.float16)
@@ -203,10 +178,6 @@ class QuantWeight(nn.Module):
             return w8a8_gemm_grouped_op(xq, xs, self.weight_q, self.weight_scale, residual, group)
         return w8a8_gemm_op(xq, xs, self.weight_q, self.weight_scale, residual)
 
-    def from_amax(self, x: torch.Tensor, amax: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        """The GEMM of x (M, K) in 16 bits, quantized per token in the GEMM's mainloop by
-        each row's amax (M,): the same result as forward(*quantize_rows(x)), without the pass."""
-        return w8a8_gemm_amax_op(x, amax, self.weight_q, self.weight_scale, residual)
 
 
 class SwiGLUWeight(QuantWeight):
@@ -222,10 +193,6 @@ class SwiGLUWeight(QuantWeight):
 
     def forward(self, xq: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         return w8a8_gemm_swiglu_op(xq, xs, self.weight_q, self.weight_scale, self.block)
-
-    def with_amax(self, xq: torch.Tensor, xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(silu(gate) * up in fp16, each row's amax of it): QuantWeight.from_amax's input."""
-        return w8a8_gemm_swiglu_amax_op(xq, xs, self.weight_q, self.weight_scale, self.block)
 
     def quantized(self, xq: torch.Tensor, xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """silu(gate) * up quantized per token and per group of `block` channels:
@@ -274,11 +241,6 @@ class TritonDecoderLayer(nn.Module):
     # this third one, their combination, is not timed yet. scripts/bench_schemes.py turns
     # it on for a variant with the suffix f.
     fused_rotary = False
-    # True: the down projection's input is quantized per token inside the down GEMM's
-    # mainloop, by the row amax the SiLU*mul epilogue gathers (w8a8_gemm's row_amax and
-    # a_amax): the same numbers as quantize_rows, without its pass over the (M, I)
-    # activation. scripts/bench_schemes.py sets it for a variant with the suffix q.
-    fused_down_quant = False
     # True: rotary embeddings and attention in one Triton kernel that reads the q|k|v GEMM's
     # output as it is (qbench.triton_attention), where the shape allows (head size a power
     # of two >= 16); scripts/bench_schemes.py sets it for a variant with the suffix a.
@@ -301,7 +263,6 @@ class TritonDecoderLayer(nn.Module):
         self.input_norm_weight, self.input_eps = layer.input_norm.weight, layer.input_norm.eps
         self.post_norm_weight, self.post_eps = layer.post_norm.weight, layer.post_norm.eps
         self.rotary = self.fused_rotary and layer.head_dim % 2 == 0
-        self.down_quant = self.fused_down_quant
         self.heads, self.kv_heads, self.head_dim = layer.heads, layer.kv_heads, layer.head_dim
         self.own_attention = self.triton_attention and not self.rotary
         self.qkv_cublas = self.cublas_qkv and kind == "fp8" and not self.rotary
@@ -352,9 +313,6 @@ class TritonDecoderLayer(nn.Module):
             if not self.requantize:
                 return self.down(mq, ms, x, self.group).view(b, t, h)
             mq, ms = requantize_groups_op(mq, ms, self.group)
-        elif isinstance(self.gate_up, SwiGLUWeight) and self.down_quant:
-            act, amax = self.gate_up.with_amax(hq, hs)
-            return self.down.from_amax(act, amax, x).view(b, t, h)
         elif isinstance(self.gate_up, SwiGLUWeight):
             mq, ms = quantize_rows_op(self.gate_up(hq, hs), self.kind)
         else:

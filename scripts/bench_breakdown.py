@@ -40,16 +40,13 @@ def main() -> None:
     ap.add_argument("--json", help="write every case's parts and kernels here")
     ap.add_argument("--fused-rotary", action="store_true",
                     help="impl triton: rotary embeddings in the q|k|v GEMM's epilogue (TritonDecoderLayer.fused_rotary)")
-    ap.add_argument("--fused-down-quant", action="store_true",
-                    help="impl triton: the down input quantized in the down GEMM (TritonDecoderLayer.fused_down_quant)")
     ap.add_argument("--triton-attention", action="store_true",
                     help="impl triton: rotary and attention in one Triton kernel (TritonDecoderLayer.triton_attention)")
     args = ap.parse_args()
-    if args.fused_rotary or args.fused_down_quant or args.triton_attention:
+    if args.fused_rotary or args.triton_attention:
         from qbench.triton_layers import TritonDecoderLayer
 
         TritonDecoderLayer.fused_rotary = args.fused_rotary
-        TritonDecoderLayer.fused_down_quant = args.fused_down_quant
         TritonDecoderLayer.triton_attention = args.triton_attention
     cfg = yaml.safe_load(open(args.configfile))
     device = resolve_device(cfg.get("device", "auto"))

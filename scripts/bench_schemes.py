@@ -12,8 +12,7 @@ down projection's input quantized per token and group of G channels in the SiLU*
 GEMM's epilogue), or scheme:triton:Gr for the same groups requantized to one scale per
 token (dtype key requantize); a trailing f (scheme:triton:f, scheme:triton:128rf) puts the
 rotary embeddings in the q|k|v GEMM's epilogue (TritonDecoderLayer.fused_rotary, off by
-default: measured slower); a trailing q (scheme:triton:q) quantizes the down projection's
-input inside the down GEMM (TritonDecoderLayer.fused_down_quant); a trailing a
+default: measured slower); a trailing a
 (scheme:triton:a) runs rotary and attention in qbench.triton_attention's kernel
 (TritonDecoderLayer.triton_attention); a trailing c (scheme:triton:c, :ac) runs the q|k|v
 projection on cuBLAS (TritonDecoderLayer.cublas_qkv).
@@ -56,28 +55,26 @@ def main() -> None:
         (s, i, None) for s in SCHEMES for i in IMPLS if not DtypeConfig("v", s, i).problems()]  # fmt: skip
     dtypes = []
     for scheme, impl, spec in variants:
-        # [G][r][f][q][a][c]: act_group_size G; r: requantized per token; f: rotary in the
-        # q|k|v epilogue; q: the down input quantized in the down GEMM; a: the Triton
-        # attention; c: the q|k|v projection on cuBLAS
-        parts = re.fullmatch(r"(\d*)(r?)(f?)(q?)(a?)(c?)", spec or "")
+        # [G][r][f][a][c]: act_group_size G; r: requantized per token; f: rotary in the
+        # q|k|v epilogue; a: the Triton attention; c: the q|k|v projection on cuBLAS
+        parts = re.fullmatch(r"(\d*)(r?)(f?)(a?)(c?)", spec or "")
         if not parts:
-            raise SystemExit(f"--variants {scheme}:{impl}:{spec}: the third part is [group][r][f][q][a][c], e.g. 128r, f, a or ac")
+            raise SystemExit(f"--variants {scheme}:{impl}:{spec}: the third part is [group][r][f][a][c], e.g. 128r, f, a or ac")
         group = int(parts[1]) if parts[1] else None
         dt = DtypeConfig(f"{scheme}-{impl}" + (f"-{spec}" if spec else ""), scheme, impl, act_group_size=group,
                          requantize=bool(parts[2]))  # fmt: skip
         if dt.problems():
             raise SystemExit(f"--variants {scheme}:{impl}:{spec}: " + "; ".join(dt.problems()))
-        dtypes.append((dt, spec, *(bool(parts[i]) for i in (3, 4, 5, 6))))
+        dtypes.append((dt, spec, *(bool(parts[i]) for i in (3, 4, 5))))
     rows = []
     for batch in args.batch:
         base = {}
-        for dt, group, fused_rotary, fused_down_quant, triton_attention, cublas_qkv in dtypes:
+        for dt, group, fused_rotary, triton_attention, cublas_qkv in dtypes:
             scheme, impl = dt.scheme, dt.impl
             if impl == "triton":
                 from qbench.triton_layers import TritonDecoderLayer
 
                 TritonDecoderLayer.fused_rotary = fused_rotary
-                TritonDecoderLayer.fused_down_quant = fused_down_quant
                 TritonDecoderLayer.triton_attention = triton_attention
                 TritonDecoderLayer.cublas_qkv = cublas_qkv
             cell = CellConfig(wl, dt, batch, 0,

@@ -97,3 +97,23 @@ def test_triton_decoder_with_its_own_attention_is_the_sdpa_layer(scheme, monkeyp
     qkv = torch.randn(3 * 8, 8 * 16, device=DEVICE).half()
     cos, sin = model._rope
     torch.library.opcheck(tl_.rotary_attention_op, (qkv, cos, sin, 4, 2, 8), test_utils=("test_faketensor",))
+
+
+def test_attention_tiles_come_from_the_measured_table(monkeypatch):
+    """attention_config: the tiles scripts/bench_attention.py --write kept for this GPU and
+    head size, else the defaults (another head size, another GPU, the CPU); the shipped
+    table holds whole configs."""
+    tiles = {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 4, "num_stages": 2}
+    monkeypatch.setattr(ta, "_tuned", lambda: {"GPU X": {"64": tiles}})
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "GPU X")
+    cuda = torch.device("cuda", 0)
+    assert ta.attention_config(cuda, 64) == tiles
+    assert ta.attention_config(cuda, 128) == ta.ATTENTION_CONFIG
+    assert ta.attention_config(torch.device("cpu"), 64) == ta.ATTENTION_CONFIG
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "GPU Y")
+    assert ta.attention_config(cuda, 64) == ta.ATTENTION_CONFIG
+    import json
+
+    for gpu, by_head in json.loads(ta.CONFIGS_FILE.read_text()).items():
+        for head, cfg in by_head.items():
+            assert int(head) >= 16 and set(cfg) == set(ta.ATTENTION_CONFIG), (gpu, head)

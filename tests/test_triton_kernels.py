@@ -274,40 +274,6 @@ def test_triton_decoder_rotary_in_the_qkv_epilogue_is_the_original_attention(sch
     assert 0 < schemes.relative_error(out[True], out[False]) < 2e-3
 
 
-@pytest.mark.parametrize("scheme", ["w8a8-int8", "w8a8-fp8"])
-def test_triton_decoder_quantizing_the_down_input_in_its_gemm_is_the_per_token_layer(scheme, monkeypatch):
-    """fused_down_quant: the SiLU*mul GEMM gathers each row's amax, the down GEMM quantizes
-    its 16-bit input per row as it loads it. The same codes and scales as quantize_rows',
-    so the layer's output is the per-token layer's (to the last bit in the interpreter).
-    Its ops fake what they compute, for torch.compile."""
-    from qbench import triton_layers as tl_
-
-    if scheme == "w8a8-fp8" and CUDA and torch.cuda.get_device_capability() < (8, 9):
-        pytest.skip("fp8 needs compute capability 8.9")
-    out = {}
-    with torch.inference_mode():
-        x = make_input(TINY, 3, DEVICE, torch.float16, 0)
-        for fused in (False, True):
-            monkeypatch.setattr(tl_.TritonDecoderLayer, "fused_down_quant", fused)
-            model = schemes.apply_scheme(build_model(TINY, DEVICE, torch.float16, 0), scheme, "triton")
-            assert all(layer.down_quant == fused for layer in model.layers)
-            assert isinstance(model.layers[0].gate_up, tl_.SwiGLUWeight)
-            out[fused] = model(x)
-    if CUDA:
-        assert schemes.relative_error(out[True], out[False]) < 1e-3
-    else:
-        torch.testing.assert_close(out[True], out[False], rtol=0, atol=0)
-    layer = model.layers[0]
-    xq, xs = tl_.rmsnorm_quant_op(x, layer.post_norm_weight, layer.post_eps, layer.kind)
-    g = layer.gate_up
-    torch.library.opcheck(tl_.w8a8_gemm_swiglu_amax_op, (xq, xs, g.weight_q, g.weight_scale, g.block),
-                          test_utils=("test_faketensor",))  # fmt: skip
-    act, amax = g.with_amax(xq, xs)
-    d = layer.down
-    torch.library.opcheck(tl_.w8a8_gemm_amax_op, (act, amax, d.weight_q, d.weight_scale, x.view(-1, TINY.hidden)),
-                          test_utils=("test_faketensor",))  # fmt: skip
-
-
 @pytest.mark.skipif(not CUDA or torch.cuda.get_device_capability() < (8, 9), reason="cuBLAS fp8 needs a GPU of 8.9+")
 def test_triton_decoder_q_k_v_projection_by_cublas_is_ours(monkeypatch):
     """cublas_qkv: the fp8 q|k|v projection by torch._scaled_mm (row-wise scales, fast
@@ -472,61 +438,6 @@ def test_gemm_swiglu_epilogue_is_silu_gate_times_up(q, m, k, i, tma):
     ref = torch.nn.functional.silu(gu[:, :i]) * gu[:, i:]
     assert got.shape == (m, i)
     assert float((got.double() - ref).norm() / ref.norm()) < 2e-3
-
-
-@pytest.mark.parametrize("q", QDTYPES, ids=ids)
-@pytest.mark.parametrize("m,k,i", [(37, 64, 48), (5, 80, 32), (3000, 2048, 8192)][: None if CUDA else 2])
-@KERNELS
-def test_gemm_swiglu_epilogue_gathers_each_rows_amax(q, m, k, i, tma):
-    """row_amax: the SiLU*mul GEMM returns, beside its 16-bit result, each row's largest
-    magnitude of it, gathered over the row's tiles by atomic max: exactly what
-    quantize_rows takes the row's scale from. Columns past the edge (wrapped rows of B in
-    the pointer kernel) are left out, or a row's amax would be too large."""
-    qdtype, qmax = q
-    if qdtype != torch.int8 and CUDA and torch.cuda.get_device_capability() < (8, 9):
-        pytest.skip("fp8 needs compute capability 8.9")
-    block = tk.swiglu_block_for(i, torch.device(DEVICE))
-    if block is None:
-        pytest.skip(f"intermediate {i} is not a multiple of this device's gate/up block")
-    a, sa = schemes.quantize_rows(rand(m, k, seed=m), qmax, qdtype)
-    w, sw = schemes.quantize_rows(rand(2 * i, k, seed=i), qmax, qdtype)
-    wi, swi = tk.swiglu_interleave(w, block), tk.swiglu_interleave(sw.view(-1), block)
-    cfg = {**tk.gemm_config(ids(q), m, 2 * i, k, torch.device(DEVICE), swiglu=True), **tma}
-    h, amax = tk.w8a8_gemm(a, sa, wi, swi, swiglu_block=block, row_amax=True, config=cfg)
-    torch.testing.assert_close(h, tk.w8a8_gemm(a, sa, wi, swi, swiglu_block=block, config=cfg), rtol=0, atol=0)
-    assert amax.shape == (m,) and amax.dtype == torch.float32
-    torch.testing.assert_close(amax, h.float().abs().amax(dim=1), rtol=0, atol=0)
-    with pytest.raises(ValueError, match="row_amax is the SwiGLU epilogue's"):
-        tk.w8a8_gemm(a, sa, w, sw.view(1, -1), row_amax=True)
-
-
-@pytest.mark.parametrize("q", QDTYPES, ids=ids)
-@pytest.mark.parametrize("m,k,n", SHAPES)
-@KERNELS
-def test_gemm_quantizes_16bit_a_per_row_in_its_mainloop(q, m, k, n, tma):
-    """a_amax: A in 16 bits with each row's amax, quantized per row where the GEMM loads
-    it, is the GEMM of quantize_rows(A): the same codes, scales and sums, so the same
-    result (to the last bit in the interpreter; on a GPU the tiles may differ)."""
-    qdtype, qmax = q
-    if qdtype != torch.int8 and CUDA and torch.cuda.get_device_capability() < (8, 9):
-        pytest.skip("fp8 needs compute capability 8.9")
-    x = rand(m, k, seed=m + 3, scale=3.0)
-    x[0, 0] = 0.0
-    if m > 2:
-        x[2] = 0.0  # a row of zeros: amax floored at 1e-8, as quantize_rows floors it
-    w, sw = schemes.quantize_rows(rand(n, k, seed=n + 7), qmax, qdtype)
-    r = rand(m, n, seed=11)
-    cfg = {**tk.gemm_config(ids(q), m, n, k, torch.device(DEVICE)), **tma}
-    got = tk.w8a8_gemm(x, x.float().abs().amax(dim=1), w, sw.view(1, -1), residual=r, config=cfg, a_amax=True)
-    xq, xs = tk.quantize_rows(x, qdtype)
-    ref = tk.w8a8_gemm(xq, xs, w, sw.view(1, -1), residual=r, config=cfg)
-    if CUDA:
-        err = float((got.double() - ref.double()).norm() / ref.double().norm())
-        assert err < 1e-3, err
-    else:
-        torch.testing.assert_close(got, ref, rtol=0, atol=0)
-    with pytest.raises(ValueError, match="a_amax"):
-        tk.w8a8_gemm(xq, xs, w, sw.view(1, -1), a_amax=True)
 
 
 @pytest.mark.parametrize("q", QDTYPES, ids=ids)
