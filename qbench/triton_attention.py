@@ -78,7 +78,9 @@ def _rotary_attention_kernel(
     rows_m = (b * T + offs_m).to(tl.int64) * stride_qkv
     HALF: tl.constexpr = HEAD_DIM // 2
     # q rounded to the projection's 16 bits after rotation, as the torch path stores it
-    q = _rotated(qkv_ptr + h * HEAD_DIM, rows_m, d, cos_ptr, sin_ptr, offs_m, mask_m, HALF, ROTARY).to(o_ptr.dtype.element_ty)
+    q = _rotated(qkv_ptr + h * HEAD_DIM, rows_m, d, cos_ptr, sin_ptr, offs_m, mask_m, HALF, ROTARY).to(
+        o_ptr.dtype.element_ty
+    )
     k_ptr = qkv_ptr + (HEADS + kvh) * HEAD_DIM
     v_ptr = qkv_ptr + (HEADS + KV_HEADS + kvh) * HEAD_DIM
     m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)  # running max, log2 units
@@ -129,7 +131,9 @@ def rotary_attention(
                          f"{seq_len} tokens: " + (why or "not (batch * tokens, (heads + 2 * kv heads) * head size) rows"))  # fmt: skip
     rotary = cos is not None
     if rotary and (tuple(cos.shape) != (seq_len, head_dim) or sin.shape != cos.shape):
-        raise ValueError(f"rotary_attention: cos and sin must be ({seq_len}, {head_dim}) tables, got {tuple(cos.shape)}")
+        raise ValueError(
+            f"rotary_attention: cos and sin must be ({seq_len}, {head_dim}) tables, got {tuple(cos.shape)}"
+        )
     cfg = dict(config or attention_config(qkv.device, head_dim))
     block_t = max(16, 1 << (seq_len - 1).bit_length())
     bm = min(cfg.pop("BLOCK_M"), block_t)

@@ -6,7 +6,10 @@ A decoder layer becomes five kernels around attention, each reading its input on
       ─ rmsnorm_quant ─ gemm(gate|up, silu*mul) ─ quantize_rows ─ gemm(down, +x)
 
 (With `TritonDecoderLayer.fused_rotary`, the q|k|v GEMM's epilogue applies the rotary
-embeddings and stores q, k and v in the dense layout attention reads: no kernel between.)
+embeddings and stores q, k and v in the dense layout attention reads: no kernel between.
+With `TritonDecoderLayer.triton_attention`, rotary and attention are one Triton kernel,
+qbench.triton_attention. With `TritonDecoderLayer.cublas_qkv`, cuBLAS computes the fp8
+q|k|v projection. All three are off: none was faster on the H100, docs/W8A8.md.)
 
 With `act_group_size` and `requantize` (config keys of the dtype), the down projection's
 input is quantized in the SiLU*mul epilogue per group and rescaled to one scale per token
@@ -234,20 +237,22 @@ class TritonLinear(nn.Module):
 class TritonDecoderLayer(nn.Module):
     """A `qbench.workloads.DecoderLayer` with every GEMM in W8A8 and the quantization
     fused into the op that produces each GEMM's input. Attention is the original's (or,
-    with `fused_rotary`, SDPA on the q|k|v GEMM's rotated output)."""
+    with `fused_rotary`, SDPA on the q|k|v GEMM's rotated output; with `triton_attention`,
+    qbench.triton_attention's kernel)."""
 
     # True: rotary embeddings in the q|k|v GEMM's epilogue (`attend`), read when a layer
-    # is built. Off: the two designs timed on the H100 were slower (docs/W8A8.md), and
-    # this third one, their combination, is not timed yet. scripts/bench_schemes.py turns
+    # is built. Off: all four designs timed on the H100 were slower, this one (q, k and v
+    # each through a TMA descriptor) by 3% (docs/W8A8.md). scripts/bench_schemes.py turns
     # it on for a variant with the suffix f.
     fused_rotary = False
     # True: rotary embeddings and attention in one Triton kernel that reads the q|k|v GEMM's
     # output as it is (qbench.triton_attention), where the shape allows (head size a power
-    # of two >= 16); scripts/bench_schemes.py sets it for a variant with the suffix a.
+    # of two >= 16). Off: within noise of torch's rotary + cuDNN in the H100's forward
+    # (faster alone at batch 128). scripts/bench_schemes.py sets it for a variant with the suffix a.
     triton_attention = False
     # True (fp8, on a GPU): the q|k|v projection by cuBLAS (torch._scaled_mm, row-wise scales,
-    # fast accumulation), whose Hopper mainloop beats Triton's; the projection has no
-    # epilogue of ours to lose. scripts/bench_schemes.py sets it for a variant with the suffix c.
+    # fast accumulation): the projection has no epilogue of ours to lose. Off: within noise
+    # of our GEMM in the H100's forward. scripts/bench_schemes.py sets it for a variant with the suffix c.
     cublas_qkv = False
 
     def __init__(

@@ -58,23 +58,34 @@ def main() -> None:
         traffic = qkv.numel() * 2 + b * t * heads * d * 2
         with torch.inference_mode():
             ref = torch_path(qkv, cos, sin, b).reshape(b * t, -1)
-            ms = time_ms(lambda: torch_path(qkv, cos, sin, b))
+            ms = time_ms(lambda qkv=qkv, cos=cos, sin=sin, b=b: torch_path(qkv, cos, sin, b))
             print(f"batch={b} path=torch ms={ms:.4f} GB/s={traffic / ms / 1e6:.0f}", flush=True)
             for spec in args.configs:
                 bm, bn, nw = (int(v) for v in spec.split("x"))
                 cfg = {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": nw, "num_stages": 2}
                 out = ta.rotary_attention(qkv, cos, sin, heads, kv, t, config=cfg)
                 err = float((out.float() - ref.float()).norm() / ref.float().norm())
-                ms = time_ms(lambda: ta.rotary_attention(qkv, cos, sin, heads, kv, t, config=cfg))
+                ms = time_ms(
+                    lambda qkv=qkv, cos=cos, sin=sin, cfg=cfg: ta.rotary_attention(
+                        qkv, cos, sin, heads, kv, t, config=cfg
+                    )
+                )
                 totals[spec] = totals.get(spec, 0.0) + ms
-                print(f"batch={b} path=triton:{spec} ms={ms:.4f} GB/s={traffic / ms / 1e6:.0f} rel_diff={err:.2e}", flush=True)
+                print(
+                    f"batch={b} path=triton:{spec} ms={ms:.4f} GB/s={traffic / ms / 1e6:.0f} rel_diff={err:.2e}",
+                    flush=True,
+                )
 
     if args.write and totals:
         best = min(totals, key=totals.get)
         bm, bn, nw = (int(v) for v in best.split("x"))
         table = json.loads(ta.CONFIGS_FILE.read_text()) if ta.CONFIGS_FILE.exists() else {}
         table.setdefault(torch.cuda.get_device_name(), {})[str(d)] = {
-            "BLOCK_M": bm, "BLOCK_N": bn, "num_warps": nw, "num_stages": 2}
+            "BLOCK_M": bm,
+            "BLOCK_N": bn,
+            "num_warps": nw,
+            "num_stages": 2,
+        }
         ta.CONFIGS_FILE.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
         print(f"wrote {best} for head size {d} to {ta.CONFIGS_FILE}")
 

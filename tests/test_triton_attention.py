@@ -8,10 +8,10 @@ import torch.nn.functional as F
 
 pytest.importorskip("triton")
 
-from qbench import schemes  # noqa: E402
-from qbench import triton_attention as ta  # noqa: E402
-from qbench import triton_kernels as tk  # noqa: E402
-from qbench.workloads import WorkloadConfig, apply_rotary, build_model, make_input, rotary_tables  # noqa: E402
+from qbench import schemes
+from qbench import triton_attention as ta
+from qbench import triton_kernels as tk
+from qbench.workloads import WorkloadConfig, apply_rotary, build_model, make_input, rotary_tables
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -32,7 +32,9 @@ def reference(qkv, cos, sin, b, t, heads, kv, d):
 
 # (batch, tokens, heads, k/v heads, head size): a whole tile, tokens not a multiple of the
 # query block, one k/v head for all, as many k/v heads as heads; llama-1b's shape on a GPU
-SHAPES = [(2, 8, 4, 2, 16), (3, 20, 4, 1, 32), (1, 40, 2, 2, 16)] + ([(4, 128, 32, 8, 64), (2, 300, 8, 2, 64)] if CUDA else [])
+SHAPES = [(2, 8, 4, 2, 16), (3, 20, 4, 1, 32), (1, 40, 2, 2, 16)] + (
+    [(4, 128, 32, 8, 64), (2, 300, 8, 2, 64)] if CUDA else []
+)
 
 
 # the default tiles, and small ones: several query and key blocks, the running softmax
