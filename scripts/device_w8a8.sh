@@ -21,7 +21,13 @@ nvidia-smi --query-gpu=name,uuid,driver_version,clocks.max.sm,power.limit --form
 python3 -c "import torch, triton, torchao; print('torch', torch.__version__, 'triton', triton.__version__, 'torchao', torchao.__version__)"
 steps=" ${STEPS:-tests tune bench gputests} "; [ "${SMOKE:-0}" = 1 ] && steps="$steps smoke "
 has() { [[ "$steps" == *" $1 "* ]]; }
-has tests && timeout 150 python3 -m pytest -q tests/test_triton_kernels.py tests/test_triton_attention.py ${TESTS_K:+-k "$TESTS_K"} --tb=line 2>&1 | grep -E "Error|assert|FAILED|passed|failed" | head -30
+# the whole of both files takes about 330 s on an H100 (2026-11-27): narrow them with TESTS_K, or raise TESTS_S
+if has tests; then
+  timeout ${TESTS_S:-150} python3 -m pytest -q tests/test_triton_kernels.py tests/test_triton_attention.py ${TESTS_K:+-k "$TESTS_K"} \
+    --tb=line > "$out/tests.log" 2>&1; rc=$?
+  grep -E "Error|assert|FAILED|passed|failed" "$out/tests.log" | head -30
+  [ $rc = 124 ] && echo "tests: cut off after ${TESTS_S:-150} s (TESTS_S), no summary; $out/tests.log has what ran"
+fi
 if has smoke; then
   rm -rf results logs
   python3 -c "import yaml; c = yaml.safe_load(open('config/config.yaml')); c.update(batch_sizes=[128], repeats=2); yaml.safe_dump(c, open('/tmp/smoke.yaml', 'w'))"
