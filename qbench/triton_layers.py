@@ -182,7 +182,6 @@ class QuantWeight(nn.Module):
         return w8a8_gemm_op(xq, xs, self.weight_q, self.weight_scale, residual)
 
 
-
 class SwiGLUWeight(QuantWeight):
     """The fused gate|up weight, its rows interleaved in blocks so that one GEMM tile holds
     matching gate and up columns and its epilogue writes silu(gate) * up: the (M, 2I)

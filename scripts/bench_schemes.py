@@ -12,10 +12,9 @@ down projection's input quantized per token and group of G channels in the SiLU*
 GEMM's epilogue), or scheme:triton:Gr for the same groups requantized to one scale per
 token (dtype key requantize); a trailing f (scheme:triton:f, scheme:triton:128rf) puts the
 rotary embeddings in the q|k|v GEMM's epilogue (TritonDecoderLayer.fused_rotary, off by
-default: measured slower); a trailing a
-(scheme:triton:a) runs rotary and attention in qbench.triton_attention's kernel
-(TritonDecoderLayer.triton_attention); a trailing c (scheme:triton:c, :ac) runs the q|k|v
-projection on cuBLAS (TritonDecoderLayer.cublas_qkv).
+default: measured slower); a trailing a (scheme:triton:a) runs rotary and attention in
+qbench.triton_attention's kernel (TritonDecoderLayer.triton_attention); a trailing c
+(scheme:triton:c, :ac) runs the q|k|v projection on cuBLAS (TritonDecoderLayer.cublas_qkv).
 """
 
 from __future__ import annotations
