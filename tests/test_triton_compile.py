@@ -6,7 +6,12 @@ Triton's code generator instead, which has its own rules. In the tenth session a
 accumulator. The interpreter tests passed; the GPU failed to compile. This test runs
 that code generator (and ptxas) on CI's CPU machines for each epilogue and mainloop
 variant of both GEMM kernels, each mode of the row kernel, and the attention kernel. It needs a process without TRITON_INTERPRET, since the kernels are jitted at
-import."""
+import.
+
+CI compiles with the triton it installs (3.9); the GPU machine runs 3.6, whose passes
+differ (3.6 fails to flatten a persistent loop around a runtime branch, 3.9 does not).
+To compile as the GPU machine does, without one: `python -m pip install --no-deps --target
+/tmp/t36 triton==3.6.0`, then `PYTHONPATH=/tmp/t36 .venv/bin/pytest tests/test_triton_compile.py`."""
 
 import os
 import subprocess
