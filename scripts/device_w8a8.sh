@@ -6,8 +6,9 @@
 # whether the fork server measured (attempt 1 (fork server)) and what each job cost.
 # TUNE_ARGS go to tune_triton.py (e.g. --only-swiglu, --group 128); BATCH may list several sizes;
 # VARIANTS are bench_schemes.py's (scheme:impl or scheme:triton:G); TESTS_K narrows the tests (-k).
-# STEPS picks what runs (default: tests tune bench gputests; smoke with SMOKE=1; breakdown and
-# attention (scripts/bench_attention.py, ATTENTION_ARGS) on request).
+# STEPS picks what runs (default: tests tune bench gputests; smoke with SMOKE=1; breakdown,
+# attention (scripts/bench_attention.py, ATTENTION_ARGS) and gluon (scripts/gluon_gemm_probe.py,
+# GLUON_ARGS) on request).
 # Needs the wheels in .whl2/ (snakemake for SMOKE; torchao for impl torchao); WHEELS names another
 # folder (e.g. one with the torchao wheel alone, when SMOKE is off).
 set -uo pipefail
@@ -55,6 +56,10 @@ cp qbench/attention_configs.json "$out/" 2>/dev/null
 has bench && timeout ${BENCH_S:-150} python3 scripts/bench_schemes.py --batch ${BATCH:-128} --iterations 20 --json "$out/schemes.json" \
   --variants ${VARIANTS:-fp16:compile w8a8-int8:triton w8a8-fp8:triton w8a8-int8:compile w8a8-fp8:compile} 2>&1 \
   | grep -E "^batch|Error|error" | tee "$out/schemes.log"
+# the Gluon ping-pong GEMM probe (never run before 2026-11-27's end): killed, not just
+# signalled, at its limit, since a wrong barrier phase hangs the GPU kernel
+has gluon && timeout -s KILL ${GLUON_S:-300} python3 scripts/gluon_gemm_probe.py ${GLUON_ARGS:-} 2>&1 \
+  | grep -E "^M=|Error|error|NVIDIA" | tee "$out/gluon.log"
 # BREAKDOWN_ARGS go to bench_breakdown.py (e.g. --batch 1024 --schemes w8a8-fp8 --impls triton --fused-rotary)
 has breakdown && timeout ${BREAKDOWN_S:-180} python3 scripts/bench_breakdown.py --configfile config/w8a8.yaml \
   --json "$out/breakdown.json" ${BREAKDOWN_ARGS:-} 2>&1 | grep -v -i "warn" | tee "$out/breakdown.log" | cut -c1-200

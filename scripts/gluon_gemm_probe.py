@@ -1,0 +1,308 @@
+"""Probe, not yet run on a GPU: the W8A8 fp8 GEMM (per-token x per-channel scales, fp16
+out, optional residual) written in Gluon with ping-pong warp specialization, timed against
+qbench's Triton GEMM and cuBLAS (`torch._scaled_mm`, fast accumulation) on llama-1b's
+shapes. It checks each result against the Triton GEMM first.
+
+Why (docs/W8A8.md, eleventh session): our Triton GEMMs trail cuBLAS by 6-8% on the o and
+gate|up shapes. Triton 3.6 pipelines the loads but neither overlaps a tile's epilogue with
+the next tile's MMAs nor lets one warpgroup work while another waits. CUTLASS's Hopper
+"ping-pong" kernels do both:
+- one producer warp issues the TMA loads into a ring of STAGES buffers;
+- two consumer warpgroups each own whole tiles, alternately (local tiles 0, 2, 4, ... and
+  1, 3, 5, ...).
+
+While one consumer runs its tile's epilogue, the other's MMAs keep the tensor cores busy.
+Gluon (triton.experimental.gluon, in Triton 3.6) can express that: explicit shared
+memory, mbarriers, TMA and wgmma, and gl.warp_specialize.
+
+Compiled for sm_90 with Triton 3.6 on a CPU box (`--compile-only`, no GPU). It has never
+run. It needs Triton 3.6's Gluon, the GPU machine's: later versions renamed some of its calls
+(3.9: `tma.async_copy_shared_to_global` is `async_store`). Gluon has no interpreter, and a wrong barrier phase hangs the kernel, so run it under
+a time limit that kills it:
+
+    timeout -s KILL 300 python scripts/gluon_gemm_probe.py [--m 16384 131072] [--stages 5]
+    STEPS=gluon bash scripts/device_w8a8.sh                 # the same on the device tool
+    python scripts/gluon_gemm_probe.py --compile-only      # no GPU needed
+
+Barrier protocol (ring slot s = i % STAGES of the i-th K step this program loads):
+- ready[s] completes when both TMA loads of step i have landed (expect-tx bytes); a
+  consumer waits on it with parity (i // STAGES) & 1;
+- empty[s] completes when the consumer that read step i has retired its MMA; the producer
+  waits on it with the opposite parity, so the first pass through the ring does not wait.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
+
+# (N, K) of llama-1b's GEMMs: q|k|v, o (+ residual), gate|up, down (+ residual)
+SHAPES = [(3072, 2048, False), (2048, 2048, True), (16384, 2048, False), (2048, 8192, True)]
+
+
+@gluon.constexpr_function
+def acc_layout(BLOCK_M, BLOCK_N, num_warps):
+    # one warpgroup's wgmma accumulator: warps stacked along M, the widest N instruction
+    n = 256
+    while n > BLOCK_N or BLOCK_N % n:
+        n -= 8
+    return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, n, 32])
+
+
+@gluon.jit
+def _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M: gl.constexpr):
+    # grouped order, as qbench.triton_kernels._grouped_tile: GROUP_M row-blocks share B in L2
+    per_group = GROUP_M * num_pid_n
+    first_m = (tile // per_group) * GROUP_M
+    group_m = gl.minimum(num_pid_m - first_m, GROUP_M)
+    return first_m + ((tile % per_group) % group_m), (tile % per_group) // group_m
+
+
+@gluon.jit
+def _producer(a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr,
+              STAGES: gl.constexpr):  # fmt: skip
+    BLOCK_M: gl.constexpr = a_desc.block_type.shape[0]
+    BLOCK_K: gl.constexpr = a_desc.block_type.shape[1]
+    BLOCK_N: gl.constexpr = b_desc.block_type.shape[0]
+    num_pid_m = gl.cdiv(M, BLOCK_M)
+    num_pid_n = gl.cdiv(N, BLOCK_N)
+    k_tiles = gl.cdiv(K, BLOCK_K)
+    nbytes: gl.constexpr = a_desc.block_type.nbytes + b_desc.block_type.nbytes
+    i = 0
+    for tile in range(gl.program_id(0), num_pid_m * num_pid_n, NUM_SMS):
+        pid_m, pid_n = _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M)
+        for k in range(k_tiles):
+            s = i % STAGES
+            mbarrier.wait(empty.index(s), ((i // STAGES) & 1) ^ 1)
+            mbarrier.expect(ready.index(s), nbytes)
+            tma.async_copy_global_to_shared(a_desc, [pid_m * BLOCK_M, k * BLOCK_K], ready.index(s), a_bufs.index(s))
+            tma.async_copy_global_to_shared(b_desc, [pid_n * BLOCK_N, k * BLOCK_K], ready.index(s), b_bufs.index(s))
+            i += 1
+
+
+@gluon.jit
+def _consumer(a_desc, b_desc, c_desc, a_bufs, b_bufs, c_buf, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N, K,
+              WHICH: gl.constexpr, HAS_RESIDUAL: gl.constexpr, NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr,
+              STAGES: gl.constexpr):  # fmt: skip
+    # the program's local tiles WHICH, WHICH + 2, ...: their MMAs, then their epilogue
+    BLOCK_M: gl.constexpr = a_desc.block_type.shape[0]
+    BLOCK_K: gl.constexpr = a_desc.block_type.shape[1]
+    BLOCK_N: gl.constexpr = b_desc.block_type.shape[0]
+    layout: gl.constexpr = acc_layout(BLOCK_M, BLOCK_N, gl.num_warps())
+    num_pid_m = gl.cdiv(M, BLOCK_M)
+    num_pid_n = gl.cdiv(N, BLOCK_N)
+    k_tiles = gl.cdiv(K, BLOCK_K)
+    local = 0
+    for tile in range(gl.program_id(0), num_pid_m * num_pid_n, NUM_SMS):
+        if local % 2 == WHICH:
+            pid_m, pid_n = _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M)
+            i = local * k_tiles  # the first K step of this tile in the producer's count
+            acc = gl.zeros((BLOCK_M, BLOCK_N), gl.float32, layout=layout)
+            prev = 0
+            for k in range(k_tiles):
+                s = i % STAGES
+                mbarrier.wait(ready.index(s), (i // STAGES) & 1)
+                acc = warpgroup_mma(a_bufs.index(s), b_bufs.index(s).permute((1, 0)), acc, is_async=True)
+                # at most this step's MMA in flight: the previous one has read its buffers
+                acc = warpgroup_mma_wait(1, deps=(acc, a_bufs.index(s), b_bufs.index(s)))[0]
+                mbarrier.arrive(empty.index(prev), pred=k > 0)
+                prev = s
+                i += 1
+            acc = warpgroup_mma_wait(0, deps=(acc,))
+            mbarrier.arrive(empty.index(prev))
+            # epilogue: per-token x per-channel scales (+ residual), fp16, through TMA
+            offs_m = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, layout))
+            offs_n = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, layout))
+            sa = gl.load(sa_ptr + offs_m, mask=offs_m < M, other=0.0)
+            sb = gl.load(sb_ptr + offs_n, mask=offs_n < N, other=0.0)
+            c = acc * sa[:, None] * sb[None, :]
+            if HAS_RESIDUAL:
+                mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+                r = gl.load(r_ptr + offs_m.to(gl.int64)[:, None] * stride_r + offs_n[None, :], mask=mask, other=0.0)
+                c = c + r.to(gl.float32)
+            tma.store_wait(0)  # this consumer's previous tile has left c_buf
+            c_buf.store(c.to(c_desc.dtype))
+            fence_async_shared()
+            tma.async_copy_shared_to_global(c_desc, [pid_m * BLOCK_M, pid_n * BLOCK_N], c_buf)
+        local += 1  # noqa: SIM113 (Gluon has no enumerate)
+    tma.store_wait(0)
+
+
+@gluon.jit
+def _pingpong_gemm_kernel(a_desc, b_desc, c_desc, sa_ptr, sb_ptr, r_ptr, stride_r, M, N, K,
+                          HAS_RESIDUAL: gl.constexpr, NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr,
+                          STAGES: gl.constexpr, PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr):  # fmt: skip
+    a_bufs = gl.allocate_shared_memory(a_desc.dtype, [STAGES] + a_desc.block_type.shape, a_desc.layout)
+    b_bufs = gl.allocate_shared_memory(b_desc.dtype, [STAGES] + b_desc.block_type.shape, b_desc.layout)
+    c_bufs = gl.allocate_shared_memory(c_desc.dtype, [2] + c_desc.block_type.shape, c_desc.layout)
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for s in gl.static_range(STAGES):
+        mbarrier.init(ready.index(s), count=1)
+        mbarrier.init(empty.index(s), count=1)
+    fence_async_shared()
+    gl.warp_specialize(
+        [
+            (
+                _consumer,
+                (
+                    a_desc,
+                    b_desc,
+                    c_desc,
+                    a_bufs,
+                    b_bufs,
+                    c_bufs.index(0),
+                    ready,
+                    empty,
+                    sa_ptr,
+                    sb_ptr,
+                    r_ptr,
+                    stride_r,
+                    M,
+                    N,
+                    K,
+                    0,
+                    HAS_RESIDUAL,
+                    NUM_SMS,
+                    GROUP_M,
+                    STAGES,
+                ),
+            ),
+            (
+                _consumer,
+                (
+                    a_desc,
+                    b_desc,
+                    c_desc,
+                    a_bufs,
+                    b_bufs,
+                    c_bufs.index(1),
+                    ready,
+                    empty,
+                    sa_ptr,
+                    sb_ptr,
+                    r_ptr,
+                    stride_r,
+                    M,
+                    N,
+                    K,
+                    1,
+                    HAS_RESIDUAL,
+                    NUM_SMS,
+                    GROUP_M,
+                    STAGES,
+                ),
+            ),
+            (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS, GROUP_M, STAGES)),
+        ],
+        [4, 1],
+        [CONSUMER_REGS, PRODUCER_REGS],
+    )
+
+
+def gemm(a, a_scale, w, w_scale, residual=None, block=(128, 128, 128), stages=5, group_m=8):
+    """(a @ w.T) * a_scale * w_scale (+ residual), fp16: a (M, K) and w (N, K) fp8 e4m3,
+    a_scale (M, 1), w_scale (1, N) fp32, as qbench.triton_kernels.w8a8_gemm."""
+    import torch
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    m, k = a.shape
+    n = w.shape[0]
+    bm, bn, bk = block
+    c = torch.empty((m, n), device=a.device, dtype=torch.float16)
+    lay = gl.NVMMASharedLayout.get_default_for
+    a_desc = TensorDescriptor.from_tensor(a, [bm, bk], lay([bm, bk], gl.float8e4nv))
+    b_desc = TensorDescriptor.from_tensor(w, [bn, bk], lay([bn, bk], gl.float8e4nv))
+    c_desc = TensorDescriptor.from_tensor(c, [bm, bn], lay([bm, bn], gl.float16))
+    sms = torch.cuda.get_device_properties(a.device).multi_processor_count
+    tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
+    r = residual if residual is not None else c
+    _pingpong_gemm_kernel[(min(sms, tiles),)](
+        a_desc, b_desc, c_desc, a_scale.reshape(-1), w_scale.reshape(-1), r, r.stride(0), m, n, k,
+        HAS_RESIDUAL=residual is not None, NUM_SMS=min(sms, tiles), GROUP_M=group_m, STAGES=stages,
+        PRODUCER_REGS=40, CONSUMER_REGS=232, num_warps=4,
+    )  # fmt: skip
+    return c
+
+
+def compile_only(stages: int) -> None:
+    """Compile the kernel for sm_90 without a GPU: prints its shared memory and what the
+    PTX holds (wgmma, barrier waits, register counts set per partition)."""
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    fn = _pingpong_gemm_kernel
+    for residual in (False, True):
+        const = {"HAS_RESIDUAL": residual, "NUM_SMS": 132, "GROUP_M": 8, "STAGES": stages, "PRODUCER_REGS": 40,
+                 "CONSUMER_REGS": 232}  # fmt: skip
+        lay = gl.NVMMASharedLayout.get_default_for
+        fp8, fp16 = lay([128, 128], gl.float8e4nv), lay([128, 128], gl.float16)
+        sig = {"a_desc": f"tensordesc<fp8e4nv[128, 128],{fp8!r}>", "b_desc": f"tensordesc<fp8e4nv[128, 128],{fp8!r}>",
+               "c_desc": f"tensordesc<fp16[128, 128],{fp16!r}>", "sa_ptr": "*fp32", "sb_ptr": "*fp32", "r_ptr": "*fp16"}  # fmt: skip
+        sig = {name: "constexpr" if name in const else sig.get(name, "i32") for name in fn.arg_names}
+        kernel = triton.compile(
+            GluonASTSource(fn, sig, const), target=GPUTarget("cuda", 90, 32), options={"num_warps": 4}
+        )
+        ptx = kernel.asm["ptx"]
+        print(f"residual={residual} stages={stages} shared={kernel.metadata.shared} "
+              f"wgmma={ptx.count('wgmma.mma_async')} setmaxnreg={ptx.count('setmaxnreg')} "
+              f"mbarrier.arrive={ptx.count('mbarrier.arrive')} try_wait={ptx.count('mbarrier.try_wait')}")  # fmt: skip
+
+
+def tflops(flop: float, fn, *args, **kwargs) -> float:
+    """fn(*args, **kwargs) in TFLOP/s: the median of CUDA-graph replays (triton.testing)."""
+    ms = statistics.median(triton.testing.do_bench_cudagraph(lambda: fn(*args, **kwargs), return_mode="all"))
+    return flop / ms / 1e9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--m", type=int, nargs="+", default=[16384, 131072])
+    ap.add_argument("--stages", type=int, default=5)
+    ap.add_argument("--compile-only", action="store_true", help="compile for sm_90 and stop (no GPU needed)")
+    args = ap.parse_args()
+    if args.compile_only:
+        compile_only(args.stages)
+        return
+    import torch
+
+    from qbench import triton_kernels as tk
+    from qbench.schemes import FP8_MAX, quantize_rows
+
+    print(torch.cuda.get_device_name(), "torch", torch.__version__, "triton", triton.__version__, flush=True)
+    for n, k, residual in SHAPES:
+        for m in args.m:
+            g = torch.Generator(device="cuda").manual_seed(m + n + k)
+            a, sa = quantize_rows(torch.randn(m, k, device="cuda", generator=g).half(), FP8_MAX, torch.float8_e4m3fn)
+            w, sw = quantize_rows(torch.randn(n, k, device="cuda", generator=g).half(), FP8_MAX, torch.float8_e4m3fn)
+            sw = sw.view(1, -1)
+            r = torch.randn(m, n, device="cuda", generator=g).half() if residual else None
+            ref = tk.w8a8_gemm(a, sa, w, sw, residual=r)
+            got = gemm(a, sa, w, sw, r, stages=args.stages)
+            torch.cuda.synchronize()
+            err = float((got.float() - ref.float()).norm() / ref.float().norm())
+            flop = 2.0 * m * n * k
+            row = {
+                "gluon": tflops(flop, gemm, a, sa, w, sw, r, stages=args.stages),
+                "triton": tflops(flop, tk.w8a8_gemm, a, sa, w, sw, residual=r),
+            }
+            if not residual:
+                row["cublas"] = tflops(flop, torch._scaled_mm, a, w.t(), scale_a=sa, scale_b=sw,
+                                       out_dtype=torch.float16, use_fast_accum=True)  # fmt: skip
+            print(f"M={m} N={n} K={k} residual={residual} rel_diff_vs_triton={err:.2e} "
+                  + " ".join(f"{name}={v:.0f}" for name, v in row.items()) + " TFLOP/s", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
