@@ -16,11 +16,11 @@ Gluon (triton.experimental.gluon, in Triton 3.6) can express that: explicit shar
 memory, mbarriers, TMA and wgmma, and gl.warp_specialize.
 
 Compiled for sm_90 with Triton 3.6 on a CPU box (`--compile-only`, no GPU). It has never
-run. It needs Triton 3.6's Gluon, the GPU machine's: later versions renamed some of its calls
-(3.9: `tma.async_copy_shared_to_global` is `async_store`). Gluon has no interpreter, and a wrong barrier phase hangs the kernel, so run it under
+run. It compiles with Triton 3.6's Gluon (the GPU machine's) and 3.9's (CI's), whose TMA
+calls have other names. Gluon has no interpreter, and a wrong barrier phase hangs the kernel, so run it under
 a time limit that kills it:
 
-    timeout -s KILL 300 python scripts/gluon_gemm_probe.py [--m 16384 131072] [--stages 5]
+    timeout -s KILL 300 python scripts/gluon_gemm_probe.py [--m 16384 131072] [--stages 5] [--block 128x128x128]
     STEPS=gluon bash scripts/device_w8a8.sh                 # the same on the device tool
     python scripts/gluon_gemm_probe.py --compile-only      # no GPU needed
 
@@ -46,6 +46,11 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma,
     warpgroup_mma_wait,
 )
+
+# Triton 3.6 names TMA's copies async_copy_global_to_shared / async_copy_shared_to_global,
+# later versions async_load / async_store (the old names raise): whichever this one has
+_tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
+_tma_store = getattr(tma, "async_store", None) or tma.async_copy_shared_to_global
 
 # (N, K) of llama-1b's GEMMs: q|k|v, o (+ residual), gate|up, down (+ residual)
 SHAPES = [(3072, 2048, False), (2048, 2048, True), (16384, 2048, False), (2048, 8192, True)]
@@ -86,8 +91,8 @@ def _producer(a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS: gl
             s = i % STAGES
             mbarrier.wait(empty.index(s), ((i // STAGES) & 1) ^ 1)
             mbarrier.expect(ready.index(s), nbytes)
-            tma.async_copy_global_to_shared(a_desc, [pid_m * BLOCK_M, k * BLOCK_K], ready.index(s), a_bufs.index(s))
-            tma.async_copy_global_to_shared(b_desc, [pid_n * BLOCK_N, k * BLOCK_K], ready.index(s), b_bufs.index(s))
+            _tma_load(a_desc, [pid_m * BLOCK_M, k * BLOCK_K], ready.index(s), a_bufs.index(s))
+            _tma_load(b_desc, [pid_n * BLOCK_N, k * BLOCK_K], ready.index(s), b_bufs.index(s))
             i += 1
 
 
@@ -134,7 +139,7 @@ def _consumer(a_desc, b_desc, c_desc, a_bufs, b_bufs, c_buf, ready, empty, sa_pt
             tma.store_wait(0)  # this consumer's previous tile has left c_buf
             c_buf.store(c.to(c_desc.dtype))
             fence_async_shared()
-            tma.async_copy_shared_to_global(c_desc, [pid_m * BLOCK_M, pid_n * BLOCK_N], c_buf)
+            _tma_store(c_desc, [pid_m * BLOCK_M, pid_n * BLOCK_N], c_buf)
         local += 1  # noqa: SIM113 (Gluon has no enumerate)
     tma.store_wait(0)
 
@@ -236,9 +241,10 @@ def gemm(a, a_scale, w, w_scale, residual=None, block=(128, 128, 128), stages=5,
     return c
 
 
-def compile_only(stages: int) -> None:
+def compile_only(stages: int, block: tuple[int, int, int]) -> None:
     """Compile the kernel for sm_90 without a GPU: prints its shared memory and what the
     PTX holds (wgmma, barrier waits, register counts set per partition)."""
+    bm, bn, bk = block
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 
@@ -247,15 +253,15 @@ def compile_only(stages: int) -> None:
         const = {"HAS_RESIDUAL": residual, "NUM_SMS": 132, "GROUP_M": 8, "STAGES": stages, "PRODUCER_REGS": 40,
                  "CONSUMER_REGS": 232}  # fmt: skip
         lay = gl.NVMMASharedLayout.get_default_for
-        fp8, fp16 = lay([128, 128], gl.float8e4nv), lay([128, 128], gl.float16)
-        sig = {"a_desc": f"tensordesc<fp8e4nv[128, 128],{fp8!r}>", "b_desc": f"tensordesc<fp8e4nv[128, 128],{fp8!r}>",
-               "c_desc": f"tensordesc<fp16[128, 128],{fp16!r}>", "sa_ptr": "*fp32", "sb_ptr": "*fp32", "r_ptr": "*fp16"}  # fmt: skip
+        la, lb, lc = lay([bm, bk], gl.float8e4nv), lay([bn, bk], gl.float8e4nv), lay([bm, bn], gl.float16)
+        sig = {"a_desc": f"tensordesc<fp8e4nv[{bm}, {bk}],{la!r}>", "b_desc": f"tensordesc<fp8e4nv[{bn}, {bk}],{lb!r}>",
+               "c_desc": f"tensordesc<fp16[{bm}, {bn}],{lc!r}>", "sa_ptr": "*fp32", "sb_ptr": "*fp32", "r_ptr": "*fp16"}  # fmt: skip
         sig = {name: "constexpr" if name in const else sig.get(name, "i32") for name in fn.arg_names}
         kernel = triton.compile(
             GluonASTSource(fn, sig, const), target=GPUTarget("cuda", 90, 32), options={"num_warps": 4}
         )
         ptx = kernel.asm["ptx"]
-        print(f"residual={residual} stages={stages} shared={kernel.metadata.shared} "
+        print(f"block={bm}x{bn}x{bk} residual={residual} stages={stages} shared={kernel.metadata.shared} "
               f"wgmma={ptx.count('wgmma.mma_async')} setmaxnreg={ptx.count('setmaxnreg')} "
               f"mbarrier.arrive={ptx.count('mbarrier.arrive')} try_wait={ptx.count('mbarrier.try_wait')}")  # fmt: skip
 
@@ -270,10 +276,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--m", type=int, nargs="+", default=[16384, 131072])
     ap.add_argument("--stages", type=int, default=5)
+    ap.add_argument("--block", default="128x128x128", help="BLOCK_M x BLOCK_N x BLOCK_K of a consumer's tile")
     ap.add_argument("--compile-only", action="store_true", help="compile for sm_90 and stop (no GPU needed)")
     args = ap.parse_args()
+    block = tuple(int(v) for v in args.block.split("x"))
     if args.compile_only:
-        compile_only(args.stages)
+        compile_only(args.stages, block)
         return
     import torch
 
@@ -289,12 +297,12 @@ def main() -> None:
             sw = sw.view(1, -1)
             r = torch.randn(m, n, device="cuda", generator=g).half() if residual else None
             ref = tk.w8a8_gemm(a, sa, w, sw, residual=r)
-            got = gemm(a, sa, w, sw, r, stages=args.stages)
+            got = gemm(a, sa, w, sw, r, block=block, stages=args.stages)
             torch.cuda.synchronize()
             err = float((got.float() - ref.float()).norm() / ref.float().norm())
             flop = 2.0 * m * n * k
             row = {
-                "gluon": tflops(flop, gemm, a, sa, w, sw, r, stages=args.stages),
+                "gluon": tflops(flop, gemm, a, sa, w, sw, r, block=block, stages=args.stages),
                 "triton": tflops(flop, tk.w8a8_gemm, a, sa, w, sw, residual=r),
             }
             if not residual:

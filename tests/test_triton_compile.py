@@ -102,3 +102,21 @@ def test_the_kernels_compile_for_the_h100():
     run = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600, check=False)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     assert run.stdout.count(" ok") == 2 * (2 * 6 + 1 + 4) + 2, run.stdout
+
+
+def test_the_gluon_ping_pong_probe_compiles_for_the_h100():
+    """scripts/gluon_gemm_probe.py (not run on a GPU yet) compiles for sm_90, both
+    variants (with and without the residual), each with its 16 wgmma and within the
+    H100's 227 KiB of shared memory: a broken probe is found here, not in a device call."""
+    pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH", "")]))
+    run = subprocess.run([sys.executable, str(root / "scripts" / "gluon_gemm_probe.py"), "--compile-only"], env=env,
+                         capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    lines = [line for line in run.stdout.splitlines() if line.startswith("block=")]
+    assert len(lines) == 2 and all("wgmma=16" in line for line in lines), run.stdout
+    assert all(int(line.split("shared=")[1].split()[0]) <= 232448 for line in lines), run.stdout
