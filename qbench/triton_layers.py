@@ -267,7 +267,6 @@ class TritonDecoderLayer(nn.Module):
         self.input_norm_weight, self.input_eps = layer.input_norm.weight, layer.input_norm.eps
         self.post_norm_weight, self.post_eps = layer.post_norm.weight, layer.post_norm.eps
         self.rotary = self.fused_rotary and layer.head_dim % 2 == 0
-        self.heads, self.kv_heads, self.head_dim = layer.heads, layer.kv_heads, layer.head_dim
         self.own_attention = self.triton_attention and not self.rotary
         self.qkv_cublas = self.cublas_qkv and kind == "fp8" and not self.rotary
         if self.rotary:
@@ -290,9 +289,10 @@ class TritonDecoderLayer(nn.Module):
         """Attention from the quantized normed input: with `rotary`, on the q, k and v that
         the q|k|v GEMM's epilogue finished (RotaryQKVWeight); otherwise the original
         layer's path (rotary embeddings as torch ops)."""
-        if self.own_attention and ta.attention_supported(t, self.heads, self.kv_heads, self.head_dim) is None:
+        heads, kv_heads = self.layer.heads, self.layer.kv_heads
+        if self.own_attention and ta.attention_supported(t, heads, kv_heads, self.layer.head_dim) is None:
             qkv = self.project_qkv(xq, xs)
-            return rotary_attention_op(qkv, cos, sin, self.heads, self.kv_heads, t).view(b, t, -1)
+            return rotary_attention_op(qkv, cos, sin, heads, kv_heads, t).view(b, t, -1)
         if not self.rotary:
             return self.layer.attend(self.project_qkv(xq, xs).view(b, t, -1), cos, sin)
         return self.layer.attention(*(z.view(b, t, -1) for z in self.qkv.rotated(xq, xs, cos, sin)))

@@ -10,7 +10,7 @@ a GPU the parts' sum should be close to the timed latency (kernel time; graph re
 small gaps between kernels); eager int8's casts and multiplies should sit in quantization.
 
     python scripts/bench_breakdown.py [--configfile config/config.yaml] [--batch 128] [--json out.json]
-        [--schemes w8a8-fp8 --impls triton [--fused-rotary]]
+        [--schemes w8a8-fp8 --impls triton [--fused-rotary] [--triton-attention]]
 """
 
 from __future__ import annotations

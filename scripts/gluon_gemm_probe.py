@@ -97,10 +97,12 @@ def _producer(a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS: gl
 
 
 @gluon.jit
-def _consumer(a_desc, b_desc, c_desc, a_bufs, b_bufs, c_buf, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N, K,
-              WHICH: gl.constexpr, HAS_RESIDUAL: gl.constexpr, NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr,
-              STAGES: gl.constexpr):  # fmt: skip
-    # the program's local tiles WHICH, WHICH + 2, ...: their MMAs, then their epilogue
+def _consumer(a_desc, b_desc, c_desc, a_bufs, b_bufs, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N, K,
+              HAS_RESIDUAL: gl.constexpr, NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr,
+              WHICH: gl.constexpr):  # fmt: skip
+    # the program's local tiles WHICH, WHICH + 2, ...: their MMAs, then their epilogue,
+    # staged in c_bufs[WHICH]
+    c_buf = c_bufs.index(WHICH)
     BLOCK_M: gl.constexpr = a_desc.block_type.shape[0]
     BLOCK_K: gl.constexpr = a_desc.block_type.shape[1]
     BLOCK_N: gl.constexpr = b_desc.block_type.shape[0]
@@ -157,63 +159,19 @@ def _pingpong_gemm_kernel(a_desc, b_desc, c_desc, sa_ptr, sb_ptr, r_ptr, stride_
         mbarrier.init(ready.index(s), count=1)
         mbarrier.init(empty.index(s), count=1)
     fence_async_shared()
+    # the two consumers differ only in WHICH, the last argument (a tuple built once and
+    # extended loses its constexprs in Triton 3.6's warp_specialize: spelled out twice)
     gl.warp_specialize(
         [
-            (
-                _consumer,
-                (
-                    a_desc,
-                    b_desc,
-                    c_desc,
-                    a_bufs,
-                    b_bufs,
-                    c_bufs.index(0),
-                    ready,
-                    empty,
-                    sa_ptr,
-                    sb_ptr,
-                    r_ptr,
-                    stride_r,
-                    M,
-                    N,
-                    K,
-                    0,
-                    HAS_RESIDUAL,
-                    NUM_SMS,
-                    GROUP_M,
-                    STAGES,
-                ),
-            ),
-            (
-                _consumer,
-                (
-                    a_desc,
-                    b_desc,
-                    c_desc,
-                    a_bufs,
-                    b_bufs,
-                    c_bufs.index(1),
-                    ready,
-                    empty,
-                    sa_ptr,
-                    sb_ptr,
-                    r_ptr,
-                    stride_r,
-                    M,
-                    N,
-                    K,
-                    1,
-                    HAS_RESIDUAL,
-                    NUM_SMS,
-                    GROUP_M,
-                    STAGES,
-                ),
-            ),
+            (_consumer, (a_desc, b_desc, c_desc, a_bufs, b_bufs, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r,
+                         M, N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, 0)),
+            (_consumer, (a_desc, b_desc, c_desc, a_bufs, b_bufs, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r,
+                         M, N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, 1)),
             (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS, GROUP_M, STAGES)),
         ],
         [4, 1],
         [CONSUMER_REGS, PRODUCER_REGS],
-    )
+    )  # fmt: skip
 
 
 def gemm(a, a_scale, w, w_scale, residual=None, block=(128, 128, 128), stages=5, group_m=8):
