@@ -58,8 +58,10 @@ has bench && timeout ${BENCH_S:-150} python3 scripts/bench_schemes.py --batch ${
   | grep -E "^batch|Error|error" | tee "$out/schemes.log"
 # the Gluon ping-pong GEMM probe (never run before 2026-11-27's end): killed, not just
 # signalled, at its limit, since a wrong barrier phase hangs the GPU kernel
-has gluon && timeout -s KILL ${GLUON_S:-300} python3 scripts/gluon_gemm_probe.py ${GLUON_ARGS:-} 2>&1 \
-  | grep -E "^M=|Error|error|NVIDIA" | tee "$out/gluon.log"
+if has gluon; then
+  timeout -s KILL ${GLUON_S:-300} python3 scripts/gluon_gemm_probe.py ${GLUON_ARGS:-} > "$out/gluon.full.log" 2>&1
+  echo "gluon rc $?"; grep -E "^M=|Error|error|NVIDIA|HANG" "$out/gluon.full.log" | tee "$out/gluon.log"
+fi
 # BREAKDOWN_ARGS go to bench_breakdown.py (e.g. --batch 1024 --schemes w8a8-fp8 --impls triton --fused-rotary)
 has breakdown && timeout ${BREAKDOWN_S:-180} python3 scripts/bench_breakdown.py --configfile config/w8a8.yaml \
   --json "$out/breakdown.json" ${BREAKDOWN_ARGS:-} 2>&1 | grep -v -i "warn" | tee "$out/breakdown.log" | cut -c1-200

@@ -34,7 +34,9 @@ Barrier protocol (ring slot s = i % STAGES of the i-th K step this program loads
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import threading
 
 import triton
 from triton.experimental import gluon
@@ -230,11 +232,19 @@ def tflops(flop: float, fn, *args, **kwargs) -> float:
     return flop / ms / 1e9
 
 
+def _hang(where: str, seconds: float) -> None:
+    print(f"HANG: {where} did not finish in {seconds} s", flush=True)
+    os._exit(3)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--m", type=int, nargs="+", default=[16384, 131072])
     ap.add_argument("--stages", type=int, default=5)
     ap.add_argument("--block", default="128x128x128", help="BLOCK_M x BLOCK_N x BLOCK_K of a consumer's tile")
+    ap.add_argument(
+        "--hang-s", type=float, default=60.0, help="end the process if the first launch of a shape takes longer"
+    )
     ap.add_argument("--compile-only", action="store_true", help="compile for sm_90 and stop (no GPU needed)")
     args = ap.parse_args()
     block = tuple(int(v) for v in args.block.split("x"))
@@ -255,8 +265,15 @@ def main() -> None:
             sw = sw.view(1, -1)
             r = torch.randn(m, n, device="cuda", generator=g).half() if residual else None
             ref = tk.w8a8_gemm(a, sa, w, sw, residual=r)
+            torch.cuda.synchronize()
+            # a wrong barrier phase hangs the kernel: say where, and end the process (the
+            # driver reclaims the GPU) instead of waiting for the outer time limit
+            where = f"M={m} N={n} K={k} residual={residual}"
+            dog = threading.Timer(args.hang_s, _hang, (where, args.hang_s))
+            dog.start()
             got = gemm(a, sa, w, sw, r, block=block, stages=args.stages)
             torch.cuda.synchronize()
+            dog.cancel()
             err = float((got.float() - ref.float()).norm() / ref.float().norm())
             flop = 2.0 * m * n * k
             row = {
