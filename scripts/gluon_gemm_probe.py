@@ -99,11 +99,32 @@ def _producer(a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS: gl
 
 
 @gluon.jit
+def _epilogue(acc, c_desc, c_buf, sa_ptr, sb_ptr, r_ptr, stride_r, pid_m, pid_n, M, N, HAS_RESIDUAL: gl.constexpr):
+    # per-token x per-channel scales (+ residual), fp16, through c_buf and a TMA store
+    BLOCK_M: gl.constexpr = c_desc.block_type.shape[0]
+    BLOCK_N: gl.constexpr = c_desc.block_type.shape[1]
+    layout: gl.constexpr = acc.type.layout
+    offs_m = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, layout))
+    offs_n = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, layout))
+    sa = gl.load(sa_ptr + offs_m, mask=offs_m < M, other=0.0)
+    sb = gl.load(sb_ptr + offs_n, mask=offs_n < N, other=0.0)
+    c = acc * sa[:, None] * sb[None, :]
+    if HAS_RESIDUAL:
+        mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+        r = gl.load(r_ptr + offs_m.to(gl.int64)[:, None] * stride_r + offs_n[None, :], mask=mask, other=0.0)
+        c = c + r.to(gl.float32)
+    tma.store_wait(0)  # this buffer's previous tile has left it
+    c_buf.store(c.to(c_desc.dtype))
+    fence_async_shared()
+    _tma_store(c_desc, [pid_m * BLOCK_M, pid_n * BLOCK_N], c_buf)
+
+
+@gluon.jit
 def _consumer(a_desc, b_desc, c_desc, a_bufs, b_bufs, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N, K,
               HAS_RESIDUAL: gl.constexpr, NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr,
-              WHICH: gl.constexpr):  # fmt: skip
-    # the program's local tiles WHICH, WHICH + 2, ...: their MMAs, then their epilogue,
-    # staged in c_bufs[WHICH]
+              CONSUMERS: gl.constexpr, WHICH: gl.constexpr):  # fmt: skip
+    # the program's local tiles WHICH, WHICH + CONSUMERS, ...: their MMAs, then their
+    # epilogue, staged in c_bufs[WHICH]
     c_buf = c_bufs.index(WHICH)
     BLOCK_M: gl.constexpr = a_desc.block_type.shape[0]
     BLOCK_K: gl.constexpr = a_desc.block_type.shape[1]
@@ -114,7 +135,7 @@ def _consumer(a_desc, b_desc, c_desc, a_bufs, b_bufs, c_bufs, ready, empty, sa_p
     k_tiles = gl.cdiv(K, BLOCK_K)
     local = 0
     for tile in range(gl.program_id(0), num_pid_m * num_pid_n, NUM_SMS):
-        if local % 2 == WHICH:
+        if local % CONSUMERS == WHICH:
             pid_m, pid_n = _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M)
             i = local * k_tiles  # the first K step of this tile in the producer's count
             acc = gl.zeros((BLOCK_M, BLOCK_N), gl.float32, layout=layout)
@@ -130,55 +151,100 @@ def _consumer(a_desc, b_desc, c_desc, a_bufs, b_bufs, c_bufs, ready, empty, sa_p
                 i += 1
             acc = warpgroup_mma_wait(0, deps=(acc,))
             mbarrier.arrive(empty.index(prev))
-            # epilogue: per-token x per-channel scales (+ residual), fp16, through TMA
-            offs_m = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, layout))
-            offs_n = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, layout))
-            sa = gl.load(sa_ptr + offs_m, mask=offs_m < M, other=0.0)
-            sb = gl.load(sb_ptr + offs_n, mask=offs_n < N, other=0.0)
-            c = acc * sa[:, None] * sb[None, :]
-            if HAS_RESIDUAL:
-                mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-                r = gl.load(r_ptr + offs_m.to(gl.int64)[:, None] * stride_r + offs_n[None, :], mask=mask, other=0.0)
-                c = c + r.to(gl.float32)
-            tma.store_wait(0)  # this consumer's previous tile has left c_buf
-            c_buf.store(c.to(c_desc.dtype))
-            fence_async_shared()
-            _tma_store(c_desc, [pid_m * BLOCK_M, pid_n * BLOCK_N], c_buf)
+            _epilogue(acc, c_desc, c_buf, sa_ptr, sb_ptr, r_ptr, stride_r, pid_m, pid_n, M, N, HAS_RESIDUAL)
         local += 1  # noqa: SIM113 (Gluon has no enumerate)
     tma.store_wait(0)
 
 
 @gluon.jit
-def _pingpong_gemm_kernel(a_desc, b_desc, c_desc, sa_ptr, sb_ptr, r_ptr, stride_r, M, N, K,
-                          HAS_RESIDUAL: gl.constexpr, NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr,
-                          STAGES: gl.constexpr, PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr):  # fmt: skip
+def _simple_gemm_kernel(a_desc, b_desc, c_desc, sa_ptr, sb_ptr, r_ptr, stride_r, M, N, K, HAS_RESIDUAL: gl.constexpr,
+                        GROUP_M: gl.constexpr, STAGES: gl.constexpr):  # fmt: skip
+    # no warp specialization: one tile per program, a TMA ring of STAGES refilled as each
+    # MMA retires (the baseline that tells a Gluon fault from a warp-specialization one)
+    BLOCK_M: gl.constexpr = a_desc.block_type.shape[0]
+    BLOCK_K: gl.constexpr = a_desc.block_type.shape[1]
+    BLOCK_N: gl.constexpr = b_desc.block_type.shape[0]
     a_bufs = gl.allocate_shared_memory(a_desc.dtype, [STAGES] + a_desc.block_type.shape, a_desc.layout)
     b_bufs = gl.allocate_shared_memory(b_desc.dtype, [STAGES] + b_desc.block_type.shape, b_desc.layout)
-    c_bufs = gl.allocate_shared_memory(c_desc.dtype, [2] + c_desc.block_type.shape, c_desc.layout)
+    c_buf = gl.allocate_shared_memory(c_desc.dtype, c_desc.block_type.shape, c_desc.layout)
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for j in gl.static_range(STAGES):
+        mbarrier.init(ready.index(j), count=1)
+    fence_async_shared()
+    pid_m, pid_n = _tile_coords(gl.program_id(0), gl.cdiv(M, BLOCK_M), gl.cdiv(N, BLOCK_N), GROUP_M)
+    k_tiles = gl.cdiv(K, BLOCK_K)
+    nbytes: gl.constexpr = a_desc.block_type.nbytes + b_desc.block_type.nbytes
+    for i in gl.static_range(STAGES - 1):  # K has at least STAGES - 1 steps here
+        mbarrier.expect(ready.index(i), nbytes)
+        _tma_load(a_desc, [pid_m * BLOCK_M, i * BLOCK_K], ready.index(i), a_bufs.index(i))
+        _tma_load(b_desc, [pid_n * BLOCK_N, i * BLOCK_K], ready.index(i), b_bufs.index(i))
+    acc = gl.zeros((BLOCK_M, BLOCK_N), gl.float32, layout=acc_layout(BLOCK_M, BLOCK_N, gl.num_warps()))
+    for k in range(k_tiles):
+        s = k % STAGES
+        mbarrier.wait(ready.index(s), (k // STAGES) & 1)
+        acc = warpgroup_mma(a_bufs.index(s), b_bufs.index(s).permute((1, 0)), acc, is_async=True)
+        acc = warpgroup_mma_wait(1, deps=(acc, a_bufs.index(s), b_bufs.index(s)))[0]
+        # step k - 1's MMA has retired: its slot takes step k + STAGES - 1
+        nk = k + STAGES - 1
+        if nk < k_tiles:
+            ns = nk % STAGES
+            mbarrier.expect(ready.index(ns), nbytes)
+            _tma_load(a_desc, [pid_m * BLOCK_M, nk * BLOCK_K], ready.index(ns), a_bufs.index(ns))
+            _tma_load(b_desc, [pid_n * BLOCK_N, nk * BLOCK_K], ready.index(ns), b_bufs.index(ns))
+    acc = warpgroup_mma_wait(0, deps=(acc,))
+    _epilogue(acc, c_desc, c_buf, sa_ptr, sb_ptr, r_ptr, stride_r, pid_m, pid_n, M, N, HAS_RESIDUAL)
+    tma.store_wait(0)
+
+
+@gluon.jit
+def _ws_gemm_kernel(a_desc, b_desc, c_desc, sa_ptr, sb_ptr, r_ptr, stride_r, M, N, K, HAS_RESIDUAL: gl.constexpr,
+                    NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr, CONSUMERS: gl.constexpr,
+                    PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr):  # fmt: skip
+    # persistent, warp-specialized: a producer warp and CONSUMERS consumer warpgroups
+    # (2: ping-pong; 1: the default partition alone consumes)
+    a_bufs = gl.allocate_shared_memory(a_desc.dtype, [STAGES] + a_desc.block_type.shape, a_desc.layout)
+    b_bufs = gl.allocate_shared_memory(b_desc.dtype, [STAGES] + b_desc.block_type.shape, b_desc.layout)
+    c_bufs = gl.allocate_shared_memory(c_desc.dtype, [CONSUMERS] + c_desc.block_type.shape, c_desc.layout)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for s in gl.static_range(STAGES):
         mbarrier.init(ready.index(s), count=1)
         mbarrier.init(empty.index(s), count=1)
     fence_async_shared()
-    # the two consumers differ only in WHICH, the last argument (a tuple built once and
-    # extended loses its constexprs in Triton 3.6's warp_specialize: spelled out twice)
-    gl.warp_specialize(
-        [
-            (_consumer, (a_desc, b_desc, c_desc, a_bufs, b_bufs, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r,
-                         M, N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, 0)),
-            (_consumer, (a_desc, b_desc, c_desc, a_bufs, b_bufs, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r,
-                         M, N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, 1)),
-            (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS, GROUP_M, STAGES)),
-        ],
-        [4, 1],
-        [CONSUMER_REGS, PRODUCER_REGS],
-    )  # fmt: skip
+    # the consumers differ only in WHICH, the last argument (a tuple built once and
+    # extended loses its constexprs in Triton 3.6's warp_specialize: spelled out)
+    if CONSUMERS == 2:
+        gl.warp_specialize(
+            [
+                (_consumer, (a_desc, b_desc, c_desc, a_bufs, b_bufs, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr,
+                             stride_r, M, N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, 0)),
+                (_consumer, (a_desc, b_desc, c_desc, a_bufs, b_bufs, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr,
+                             stride_r, M, N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, 1)),
+                (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS, GROUP_M, STAGES)),
+            ],
+            [4, 1],
+            [CONSUMER_REGS, PRODUCER_REGS],
+        )  # fmt: skip
+    else:
+        gl.warp_specialize(
+            [
+                (_consumer, (a_desc, b_desc, c_desc, a_bufs, b_bufs, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr,
+                             stride_r, M, N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, 0)),
+                (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS, GROUP_M, STAGES)),
+            ],
+            [1],
+            [PRODUCER_REGS],
+        )  # fmt: skip
 
 
-def gemm(a, a_scale, w, w_scale, residual=None, block=(128, 128, 128), stages=5, group_m=8):
+VARIANTS = ("pingpong", "ws1", "simple")
+
+
+def gemm(a, a_scale, w, w_scale, residual=None, block=(128, 128, 128), stages=5, group_m=8, variant="pingpong"):
     """(a @ w.T) * a_scale * w_scale (+ residual), fp16: a (M, K) and w (N, K) fp8 e4m3,
-    a_scale (M, 1), w_scale (1, N) fp32, as qbench.triton_kernels.w8a8_gemm."""
+    a_scale (M, 1), w_scale (1, N) fp32, as qbench.triton_kernels.w8a8_gemm. variant: one
+    of VARIANTS (ping-pong; one consumer warpgroup and a producer warp; no warp
+    specialization)."""
     import torch
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
@@ -193,25 +259,31 @@ def gemm(a, a_scale, w, w_scale, residual=None, block=(128, 128, 128), stages=5,
     sms = torch.cuda.get_device_properties(a.device).multi_processor_count
     tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
     r = residual if residual is not None else c
-    _pingpong_gemm_kernel[(min(sms, tiles),)](
-        a_desc, b_desc, c_desc, a_scale.reshape(-1), w_scale.reshape(-1), r, r.stride(0), m, n, k,
-        HAS_RESIDUAL=residual is not None, NUM_SMS=min(sms, tiles), GROUP_M=group_m, STAGES=stages,
-        PRODUCER_REGS=40, CONSUMER_REGS=232, num_warps=4,
-    )  # fmt: skip
+    args = (a_desc, b_desc, c_desc, a_scale.reshape(-1), w_scale.reshape(-1), r, r.stride(0), m, n, k)
+    if variant == "simple":
+        _simple_gemm_kernel[(tiles,)](*args, HAS_RESIDUAL=residual is not None, GROUP_M=group_m, STAGES=stages,
+                                      num_warps=4)  # fmt: skip
+    else:
+        _ws_gemm_kernel[(min(sms, tiles),)](
+            *args, HAS_RESIDUAL=residual is not None, NUM_SMS=min(sms, tiles), GROUP_M=group_m, STAGES=stages,
+            CONSUMERS=2 if variant == "pingpong" else 1, PRODUCER_REGS=40, CONSUMER_REGS=232, num_warps=4,
+        )  # fmt: skip
     return c
 
 
-def compile_only(stages: int, block: tuple[int, int, int]) -> None:
+def compile_only(stages: int, block: tuple[int, int, int], variant: str) -> None:
     """Compile the kernel for sm_90 without a GPU: prints its shared memory and what the
     PTX holds (wgmma, barrier waits, register counts set per partition)."""
     bm, bn, bk = block
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 
-    fn = _pingpong_gemm_kernel
+    fn = _simple_gemm_kernel if variant == "simple" else _ws_gemm_kernel
     for residual in (False, True):
-        const = {"HAS_RESIDUAL": residual, "NUM_SMS": 132, "GROUP_M": 8, "STAGES": stages, "PRODUCER_REGS": 40,
-                 "CONSUMER_REGS": 232}  # fmt: skip
+        const = {"HAS_RESIDUAL": residual, "GROUP_M": 8, "STAGES": stages}
+        if variant != "simple":
+            const |= {"NUM_SMS": 132, "CONSUMERS": 2 if variant == "pingpong" else 1, "PRODUCER_REGS": 40,
+                      "CONSUMER_REGS": 232}  # fmt: skip
         lay = gl.NVMMASharedLayout.get_default_for
         la, lb, lc = lay([bm, bk], gl.float8e4nv), lay([bn, bk], gl.float8e4nv), lay([bm, bn], gl.float16)
         sig = {"a_desc": f"tensordesc<fp8e4nv[{bm}, {bk}],{la!r}>", "b_desc": f"tensordesc<fp8e4nv[{bn}, {bk}],{lb!r}>",
@@ -221,7 +293,7 @@ def compile_only(stages: int, block: tuple[int, int, int]) -> None:
             GluonASTSource(fn, sig, const), target=GPUTarget("cuda", 90, 32), options={"num_warps": 4}
         )
         ptx = kernel.asm["ptx"]
-        print(f"block={bm}x{bn}x{bk} residual={residual} stages={stages} shared={kernel.metadata.shared} "
+        print(f"{variant} block={bm}x{bn}x{bk} residual={residual} stages={stages} shared={kernel.metadata.shared} "
               f"wgmma={ptx.count('wgmma.mma_async')} setmaxnreg={ptx.count('setmaxnreg')} "
               f"mbarrier.arrive={ptx.count('mbarrier.arrive')} try_wait={ptx.count('mbarrier.try_wait')}")  # fmt: skip
 
@@ -245,11 +317,13 @@ def main() -> None:
     ap.add_argument(
         "--hang-s", type=float, default=60.0, help="end the process if the first launch of a shape takes longer"
     )
+    ap.add_argument("--variant", choices=VARIANTS, default="pingpong")
+    ap.add_argument("--shapes", type=int, nargs="+", default=range(len(SHAPES)), help="indices into SHAPES")
     ap.add_argument("--compile-only", action="store_true", help="compile for sm_90 and stop (no GPU needed)")
     args = ap.parse_args()
     block = tuple(int(v) for v in args.block.split("x"))
     if args.compile_only:
-        compile_only(args.stages, block)
+        compile_only(args.stages, block, args.variant)
         return
     import torch
 
@@ -257,7 +331,7 @@ def main() -> None:
     from qbench.schemes import FP8_MAX, quantize_rows
 
     print(torch.cuda.get_device_name(), "torch", torch.__version__, "triton", triton.__version__, flush=True)
-    for n, k, residual in SHAPES:
+    for n, k, residual in (SHAPES[i] for i in args.shapes):
         for m in args.m:
             g = torch.Generator(device="cuda").manual_seed(m + n + k)
             a, sa = quantize_rows(torch.randn(m, k, device="cuda", generator=g).half(), FP8_MAX, torch.float8_e4m3fn)
@@ -270,14 +344,17 @@ def main() -> None:
             # driver reclaims the GPU) instead of waiting for the outer time limit
             where = f"M={m} N={n} K={k} residual={residual}"
             dog = threading.Timer(args.hang_s, _hang, (where, args.hang_s))
+            dog.daemon = True  # an exception ends the process without waiting for it
             dog.start()
-            got = gemm(a, sa, w, sw, r, block=block, stages=args.stages)
+            got = gemm(a, sa, w, sw, r, block=block, stages=args.stages, variant=args.variant)
             torch.cuda.synchronize()
             dog.cancel()
             err = float((got.float() - ref.float()).norm() / ref.float().norm())
             flop = 2.0 * m * n * k
             row = {
-                "gluon": tflops(flop, gemm, a, sa, w, sw, r, block=block, stages=args.stages),
+                args.variant: tflops(
+                    flop, gemm, a, sa, w, sw, r, block=block, stages=args.stages, variant=args.variant
+                ),
                 "triton": tflops(flop, tk.w8a8_gemm, a, sa, w, sw, residual=r),
             }
             if not residual:
