@@ -28,7 +28,14 @@ Barrier protocol (ring slot s = i % STAGES of the i-th K step this program loads
 - ready[s] completes when both TMA loads of step i have landed (expect-tx bytes); a
   consumer waits on it with parity (i // STAGES) & 1;
 - empty[s] completes when the consumer that read step i has retired its MMA; the producer
-  waits on it with the opposite parity, so the first pass through the ring does not wait.
+  waits on it with the opposite parity, so the first pass through the ring does not wait;
+- order[c] completes when the other consumer has passed the last ready wait of its tile: a
+  consumer waits on it before its next tile. Without it (the first run on an H100,
+  2026-11-27: "unspecified launch failure"), consumer 1 waited on ready phases two or more
+  rounds ahead of the barrier, which a parity wait takes for complete.
+
+Variants (--variant): pingpong; ws1 (one consumer warpgroup, the default partition, and
+the producer warp); simple (no warp specialization, one tile per program).
 """
 
 from __future__ import annotations
@@ -120,7 +127,7 @@ def _epilogue(acc, c_desc, c_buf, sa_ptr, sb_ptr, r_ptr, stride_r, pid_m, pid_n,
 
 
 @gluon.jit
-def _consumer(a_desc, b_desc, c_desc, a_bufs, b_bufs, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N, K,
+def _consumer(a_desc, b_desc, c_desc, a_bufs, b_bufs, c_bufs, ready, empty, order, sa_ptr, sb_ptr, r_ptr, stride_r, M, N, K,
               HAS_RESIDUAL: gl.constexpr, NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr,
               CONSUMERS: gl.constexpr, WHICH: gl.constexpr):  # fmt: skip
     # the program's local tiles WHICH, WHICH + CONSUMERS, ...: their MMAs, then their
@@ -138,6 +145,14 @@ def _consumer(a_desc, b_desc, c_desc, a_bufs, b_bufs, c_bufs, ready, empty, sa_p
         if local % CONSUMERS == WHICH:
             pid_m, pid_n = _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M)
             i = local * k_tiles  # the first K step of this tile in the producer's count
+            if CONSUMERS == 2:
+                # the other consumer's previous tile has passed its last ready wait: only
+                # then is this tile's ready phase the next one of each slot (a parity wait
+                # cannot tell phase r from r - 2). Tile n of consumer 0 waits for
+                # completion n - 1 of order[0] (n = 0: the pre-completed phase, at once),
+                # tile n of consumer 1 for completion n of order[1]
+                n = local // CONSUMERS
+                mbarrier.wait(order.index(WHICH), (n & 1) ^ (1 - WHICH))
             acc = gl.zeros((BLOCK_M, BLOCK_N), gl.float32, layout=layout)
             prev = 0
             for k in range(k_tiles):
@@ -149,6 +164,8 @@ def _consumer(a_desc, b_desc, c_desc, a_bufs, b_bufs, c_bufs, ready, empty, sa_p
                 mbarrier.arrive(empty.index(prev), pred=k > 0)
                 prev = s
                 i += 1
+            if CONSUMERS == 2:
+                mbarrier.arrive(order.index(1 - WHICH))  # the other consumer's next tile may start
             acc = warpgroup_mma_wait(0, deps=(acc,))
             mbarrier.arrive(empty.index(prev))
             _epilogue(acc, c_desc, c_buf, sa_ptr, sb_ptr, r_ptr, stride_r, pid_m, pid_n, M, N, HAS_RESIDUAL)
@@ -207,18 +224,21 @@ def _ws_gemm_kernel(a_desc, b_desc, c_desc, sa_ptr, sb_ptr, r_ptr, stride_r, M, 
     c_bufs = gl.allocate_shared_memory(c_desc.dtype, [CONSUMERS] + c_desc.block_type.shape, c_desc.layout)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    order = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     for s in gl.static_range(STAGES):
         mbarrier.init(ready.index(s), count=1)
         mbarrier.init(empty.index(s), count=1)
+    for s in gl.static_range(2):
+        mbarrier.init(order.index(s), count=1)
     fence_async_shared()
     # the consumers differ only in WHICH, the last argument (a tuple built once and
     # extended loses its constexprs in Triton 3.6's warp_specialize: spelled out)
     if CONSUMERS == 2:
         gl.warp_specialize(
             [
-                (_consumer, (a_desc, b_desc, c_desc, a_bufs, b_bufs, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr,
+                (_consumer, (a_desc, b_desc, c_desc, a_bufs, b_bufs, c_bufs, ready, empty, order, sa_ptr, sb_ptr, r_ptr,
                              stride_r, M, N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, 0)),
-                (_consumer, (a_desc, b_desc, c_desc, a_bufs, b_bufs, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr,
+                (_consumer, (a_desc, b_desc, c_desc, a_bufs, b_bufs, c_bufs, ready, empty, order, sa_ptr, sb_ptr, r_ptr,
                              stride_r, M, N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, 1)),
                 (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS, GROUP_M, STAGES)),
             ],
@@ -228,7 +248,7 @@ def _ws_gemm_kernel(a_desc, b_desc, c_desc, sa_ptr, sb_ptr, r_ptr, stride_r, M, 
     else:
         gl.warp_specialize(
             [
-                (_consumer, (a_desc, b_desc, c_desc, a_bufs, b_bufs, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr,
+                (_consumer, (a_desc, b_desc, c_desc, a_bufs, b_bufs, c_bufs, ready, empty, order, sa_ptr, sb_ptr, r_ptr,
                              stride_r, M, N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, 0)),
                 (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS, GROUP_M, STAGES)),
             ],
