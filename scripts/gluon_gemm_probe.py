@@ -257,7 +257,87 @@ def _ws_gemm_kernel(a_desc, b_desc, c_desc, sa_ptr, sb_ptr, r_ptr, stride_r, M, 
         )  # fmt: skip
 
 
-VARIANTS = ("pingpong", "ws1", "simple")
+@gluon.jit
+def _grouped_consumer(a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N, K,
+                      HAS_RESIDUAL: gl.constexpr, NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr,
+                      WHICH: gl.constexpr):  # fmt: skip
+    # rows WHICH * HALF_M ... of every tile of the program (both consumers on one tile, as
+    # CUTLASS's cooperative kernels): each K step's MMA into a fresh partial sum, scaled
+    # by its group's row scales into the fp32 accumulator (A quantized per row and group
+    # of BLOCK_K columns, sa (K // BLOCK_K, M)). While one warpgroup scales, the other's
+    # MMA has the tensor cores: the overlap Triton's single instruction stream lacks.
+    HALF_M: gl.constexpr = c_desc.block_type.shape[0]
+    BLOCK_N: gl.constexpr = c_desc.block_type.shape[1]
+    BLOCK_K: gl.constexpr = a_bufs.type.shape[2]
+    layout: gl.constexpr = acc_layout(HALF_M, BLOCK_N, gl.num_warps())
+    num_pid_m = gl.cdiv(M, 2 * HALF_M)
+    num_pid_n = gl.cdiv(N, BLOCK_N)
+    k_tiles = gl.cdiv(K, BLOCK_K)
+    c_buf = c_bufs.index(WHICH)
+    i = 0
+    part = gl.zeros((HALF_M, BLOCK_N), gl.float32, layout=layout)
+    for tile in range(gl.program_id(0), num_pid_m * num_pid_n, NUM_SMS):
+        pid_m, pid_n = _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M)
+        offs_m = pid_m * 2 * HALF_M + WHICH * HALF_M + gl.arange(0, HALF_M, layout=gl.SliceLayout(1, layout))
+        row_ok = offs_m < M
+        acc = gl.zeros((HALF_M, BLOCK_N), gl.float32, layout=layout)
+        sa = gl.load(sa_ptr + offs_m, mask=row_ok, other=0.0)
+        for k in range(k_tiles):
+            s = i % STAGES
+            mbarrier.wait(ready.index(s), (i // STAGES) & 1)
+            a_half = a_bufs.index(s).slice(WHICH * HALF_M, HALF_M)
+            part = warpgroup_mma(a_half, b_bufs.index(s).permute((1, 0)), part, use_acc=False, is_async=True)
+            # the next group's scales load while the MMA runs
+            sa_next = gl.load(sa_ptr + (k + 1) * M + offs_m, mask=row_ok & (k + 1 < k_tiles), other=0.0)
+            part = warpgroup_mma_wait(0, deps=(part, a_half, b_bufs.index(s)))[0]
+            mbarrier.arrive(empty.index(s))
+            acc = acc + part * sa[:, None]
+            sa = sa_next
+            i += 1
+        # the per-channel scales (+ residual), fp16, through c_buf and a TMA store
+        offs_n = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, layout))
+        sb = gl.load(sb_ptr + offs_n, mask=offs_n < N, other=0.0)
+        c = acc * sb[None, :]
+        if HAS_RESIDUAL:
+            mask = row_ok[:, None] & (offs_n[None, :] < N)
+            r = gl.load(r_ptr + offs_m.to(gl.int64)[:, None] * stride_r + offs_n[None, :], mask=mask, other=0.0)
+            c = c + r.to(gl.float32)
+        tma.store_wait(0)
+        c_buf.store(c.to(c_desc.dtype))
+        fence_async_shared()
+        _tma_store(c_desc, [pid_m * 2 * HALF_M + WHICH * HALF_M, pid_n * BLOCK_N], c_buf)
+    tma.store_wait(0)
+
+
+@gluon.jit
+def _grouped_gemm_kernel(a_desc, b_desc, c_desc, sa_ptr, sb_ptr, r_ptr, stride_r, M, N, K, HAS_RESIDUAL: gl.constexpr,
+                         NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr,
+                         PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr):  # fmt: skip
+    # A quantized per row and group of BLOCK_K columns: a producer warp and two consumer
+    # warpgroups sharing each (2 * HALF_M) x BLOCK_N tile; empty[s] counts both consumers
+    a_bufs = gl.allocate_shared_memory(a_desc.dtype, [STAGES] + a_desc.block_type.shape, a_desc.layout)
+    b_bufs = gl.allocate_shared_memory(b_desc.dtype, [STAGES] + b_desc.block_type.shape, b_desc.layout)
+    c_bufs = gl.allocate_shared_memory(c_desc.dtype, [2] + c_desc.block_type.shape, c_desc.layout)
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for s in gl.static_range(STAGES):
+        mbarrier.init(ready.index(s), count=1)
+        mbarrier.init(empty.index(s), count=2)
+    fence_async_shared()
+    gl.warp_specialize(
+        [
+            (_grouped_consumer, (a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N, K,
+                                 HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, 0)),
+            (_grouped_consumer, (a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N, K,
+                                 HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, 1)),
+            (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS, GROUP_M, STAGES)),
+        ],
+        [4, 1],
+        [CONSUMER_REGS, PRODUCER_REGS],
+    )  # fmt: skip
+
+
+VARIANTS = ("pingpong", "ws1", "simple", "grouped")
 
 
 def gemm(a, a_scale, w, w_scale, residual=None, block=(128, 128, 128), stages=5, group_m=8, variant="pingpong"):
@@ -275,12 +355,20 @@ def gemm(a, a_scale, w, w_scale, residual=None, block=(128, 128, 128), stages=5,
     lay = gl.NVMMASharedLayout.get_default_for
     a_desc = TensorDescriptor.from_tensor(a, [bm, bk], lay([bm, bk], gl.float8e4nv))
     b_desc = TensorDescriptor.from_tensor(w, [bn, bk], lay([bn, bk], gl.float8e4nv))
-    c_desc = TensorDescriptor.from_tensor(c, [bm, bn], lay([bm, bn], gl.float16))
+    cm = bm // 2 if variant == "grouped" else bm  # grouped: each consumer stores its half of the tile
+    c_desc = TensorDescriptor.from_tensor(c, [cm, bn], lay([cm, bn], gl.float16))
     sms = torch.cuda.get_device_properties(a.device).multi_processor_count
     tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
     r = residual if residual is not None else c
     args = (a_desc, b_desc, c_desc, a_scale.reshape(-1), w_scale.reshape(-1), r, r.stride(0), m, n, k)
-    if variant == "simple":
+    if variant == "grouped":
+        if a_scale.shape != (k // bk, m):
+            raise ValueError(f"grouped: a_scale must be (K // BLOCK_K, M) = {(k // bk, m)}, got {tuple(a_scale.shape)}")
+        _grouped_gemm_kernel[(min(sms, tiles),)](
+            *args, HAS_RESIDUAL=residual is not None, NUM_SMS=min(sms, tiles), GROUP_M=group_m, STAGES=stages,
+            PRODUCER_REGS=40, CONSUMER_REGS=232, num_warps=4,
+        )  # fmt: skip
+    elif variant == "simple":
         _simple_gemm_kernel[(tiles,)](*args, HAS_RESIDUAL=residual is not None, GROUP_M=group_m, STAGES=stages,
                                       num_warps=4)  # fmt: skip
     else:
@@ -298,16 +386,18 @@ def compile_only(stages: int, block: tuple[int, int, int], variant: str) -> None
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 
-    fn = _simple_gemm_kernel if variant == "simple" else _ws_gemm_kernel
+    fn = {"simple": _simple_gemm_kernel, "grouped": _grouped_gemm_kernel}.get(variant, _ws_gemm_kernel)
     for residual in (False, True):
         const = {"HAS_RESIDUAL": residual, "GROUP_M": 8, "STAGES": stages}
         if variant != "simple":
-            const |= {"NUM_SMS": 132, "CONSUMERS": 2 if variant == "pingpong" else 1, "PRODUCER_REGS": 40,
-                      "CONSUMER_REGS": 232}  # fmt: skip
+            const |= {"NUM_SMS": 132, "PRODUCER_REGS": 40, "CONSUMER_REGS": 232}
+        if variant in ("pingpong", "ws1"):
+            const["CONSUMERS"] = 2 if variant == "pingpong" else 1
+        cm = bm // 2 if variant == "grouped" else bm
         lay = gl.NVMMASharedLayout.get_default_for
-        la, lb, lc = lay([bm, bk], gl.float8e4nv), lay([bn, bk], gl.float8e4nv), lay([bm, bn], gl.float16)
+        la, lb, lc = lay([bm, bk], gl.float8e4nv), lay([bn, bk], gl.float8e4nv), lay([cm, bn], gl.float16)
         sig = {"a_desc": f"tensordesc<fp8e4nv[{bm}, {bk}],{la!r}>", "b_desc": f"tensordesc<fp8e4nv[{bn}, {bk}],{lb!r}>",
-               "c_desc": f"tensordesc<fp16[{bm}, {bn}],{lc!r}>", "sa_ptr": "*fp32", "sb_ptr": "*fp32", "r_ptr": "*fp16"}  # fmt: skip
+               "c_desc": f"tensordesc<fp16[{cm}, {bn}],{lc!r}>", "sa_ptr": "*fp32", "sb_ptr": "*fp32", "r_ptr": "*fp16"}  # fmt: skip
         sig = {name: "constexpr" if name in const else sig.get(name, "i32") for name in fn.arg_names}
         kernel = triton.compile(
             GluonASTSource(fn, sig, const), target=GPUTarget("cuda", 90, 32), options={"num_warps": 4}
@@ -354,11 +444,18 @@ def main() -> None:
     for n, k, residual in (SHAPES[i] for i in args.shapes):
         for m in args.m:
             g = torch.Generator(device="cuda").manual_seed(m + n + k)
-            a, sa = quantize_rows(torch.randn(m, k, device="cuda", generator=g).half(), FP8_MAX, torch.float8_e4m3fn)
+            x = torch.randn(m, k, device="cuda", generator=g).half()
+            a, sa = quantize_rows(x, FP8_MAX, torch.float8_e4m3fn)
             w, sw = quantize_rows(torch.randn(n, k, device="cuda", generator=g).half(), FP8_MAX, torch.float8_e4m3fn)
             sw = sw.view(1, -1)
             r = torch.randn(m, n, device="cuda", generator=g).half() if residual else None
-            ref = tk.w8a8_gemm(a, sa, w, sw, residual=r)
+            a_rows, sa_rows = a, sa
+            if args.variant == "grouped":  # per row and group of BLOCK_K columns, scales (K // BLOCK_K, M)
+                gk = block[2]
+                a, sg = quantize_rows(x.view(m, k // gk, gk), FP8_MAX, torch.float8_e4m3fn)
+                a, sa = a.view(m, k), sg.view(m, k // gk).t().contiguous()
+            tri = {"a_group": block[2]} if args.variant == "grouped" else {}
+            ref = tk.w8a8_gemm(a, sa, w, sw, residual=r, **tri)
             torch.cuda.synchronize()
             # a wrong barrier phase hangs the kernel: say where, and end the process (the
             # driver reclaims the GPU) instead of waiting for the outer time limit
@@ -375,9 +472,11 @@ def main() -> None:
                 args.variant: tflops(
                     flop, gemm, a, sa, w, sw, r, block=block, stages=args.stages, variant=args.variant
                 ),
-                "triton": tflops(flop, tk.w8a8_gemm, a, sa, w, sw, residual=r),
+                "triton": tflops(flop, tk.w8a8_gemm, a, sa, w, sw, residual=r, **tri),
             }
-            if not residual:
+            if tri:  # the per-token GEMM the grouped one would replace
+                row["triton_rows"] = tflops(flop, tk.w8a8_gemm, a_rows, sa_rows, w, sw, residual=r)
+            if not residual and not tri:
                 row["cublas"] = tflops(flop, torch._scaled_mm, a, w.t(), scale_a=sa, scale_b=sw,
                                        out_dtype=torch.float16, use_fast_accum=True)  # fmt: skip
             print(f"M={m} N={n} K={k} residual={residual} rel_diff_vs_triton={err:.2e} "
