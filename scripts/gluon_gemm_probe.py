@@ -258,42 +258,83 @@ def _ws_gemm_kernel(a_desc, b_desc, c_desc, sa_ptr, sb_ptr, r_ptr, stride_r, M, 
 
 
 @gluon.jit
+def _grouped_issue(a_bufs, b_bufs, ready, part, i, STAGES: gl.constexpr, WHICH: gl.constexpr):
+    # the MMA of the program's i-th K step, into a fresh partial sum, once its operands landed
+    s = i % STAGES
+    mbarrier.wait(ready.index(s), (i // STAGES) & 1)
+    HALF_M: gl.constexpr = a_bufs.type.shape[1] // 2
+    a_half = a_bufs.index(s).slice(WHICH * HALF_M, HALF_M)
+    return warpgroup_mma(a_half, b_bufs.index(s).permute((1, 0)), part, use_acc=False, is_async=True)
+
+
+@gluon.jit
+def _grouped_retire(part, acc, a_bufs, b_bufs, empty, sa_ptr, offs_m, row_ok, M, k, i, PENDING: gl.constexpr,
+                    STAGES: gl.constexpr):  # fmt: skip
+    # the i-th K step (group k of this tile) done: its slot back to the producer, its
+    # partial sum scaled by the group's row scales into acc. PENDING MMAs stay in flight.
+    s = i % STAGES
+    sa = gl.load(sa_ptr + k * M + offs_m, mask=row_ok, other=0.0)
+    part = warpgroup_mma_wait(PENDING, deps=(part, a_bufs.index(s), b_bufs.index(s)))[0]
+    mbarrier.arrive(empty.index(s))
+    return part, acc + part * sa[:, None]
+
+
+@gluon.jit
+def _grouped_pairs(a_bufs, b_bufs, ready, empty, sa_ptr, offs_m, row_ok, M, acc, p0, p1, i, k_tiles,
+                   STAGES: gl.constexpr, WHICH: gl.constexpr):  # fmt: skip
+    # two partial sums alternate: step k + 1's MMA runs while step k's is scaled (K an
+    # even number of steps)
+    p0 = _grouped_issue(a_bufs, b_bufs, ready, p0, i, STAGES, WHICH)
+    for k in range(0, k_tiles - 2, 2):
+        p1 = _grouped_issue(a_bufs, b_bufs, ready, p1, i + 1, STAGES, WHICH)
+        p0, acc = _grouped_retire(p0, acc, a_bufs, b_bufs, empty, sa_ptr, offs_m, row_ok, M, k, i, 1, STAGES)
+        p0 = _grouped_issue(a_bufs, b_bufs, ready, p0, i + 2, STAGES, WHICH)
+        p1, acc = _grouped_retire(p1, acc, a_bufs, b_bufs, empty, sa_ptr, offs_m, row_ok, M, k + 1, i + 1, 1, STAGES)
+        i += 2
+    # the last pair: nothing to issue after it
+    p1 = _grouped_issue(a_bufs, b_bufs, ready, p1, i + 1, STAGES, WHICH)
+    p0, acc = _grouped_retire(p0, acc, a_bufs, b_bufs, empty, sa_ptr, offs_m, row_ok, M, k_tiles - 2, i, 1, STAGES)
+    p1, acc = _grouped_retire(p1, acc, a_bufs, b_bufs, empty, sa_ptr, offs_m, row_ok, M, k_tiles - 1, i + 1, 0,
+                              STAGES)  # fmt: skip
+    i += 2
+    return acc, p0, p1, i
+
+
+@gluon.jit
 def _grouped_consumer(a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N, K,
                       HAS_RESIDUAL: gl.constexpr, NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr,
-                      WHICH: gl.constexpr):  # fmt: skip
+                      PARTS: gl.constexpr, WHICH: gl.constexpr):  # fmt: skip
     # rows WHICH * HALF_M ... of every tile of the program (both consumers on one tile, as
-    # CUTLASS's cooperative kernels): each K step's MMA into a fresh partial sum, scaled
-    # by its group's row scales into the fp32 accumulator (A quantized per row and group
-    # of BLOCK_K columns, sa (K // BLOCK_K, M)). While one warpgroup scales, the other's
-    # MMA has the tensor cores: the overlap Triton's single instruction stream lacks.
+    # CUTLASS's cooperative kernels). A is quantized per row and group of BLOCK_K columns
+    # (sa (K // BLOCK_K, M)), so each K step's MMA goes into a fresh partial sum that is
+    # scaled into the fp32 accumulator. Two partial sums alternate: step k + 1's MMA runs
+    # while step k's is scaled, and the other warpgroup's MMAs fill the gaps (the overlap
+    # Triton's one instruction stream lacks). K is an even number of steps.
     HALF_M: gl.constexpr = c_desc.block_type.shape[0]
     BLOCK_N: gl.constexpr = c_desc.block_type.shape[1]
     BLOCK_K: gl.constexpr = a_bufs.type.shape[2]
     layout: gl.constexpr = acc_layout(HALF_M, BLOCK_N, gl.num_warps())
     num_pid_m = gl.cdiv(M, 2 * HALF_M)
     num_pid_n = gl.cdiv(N, BLOCK_N)
-    k_tiles = gl.cdiv(K, BLOCK_K)
+    k_tiles = K // BLOCK_K
     c_buf = c_bufs.index(WHICH)
     i = 0
-    part = gl.zeros((HALF_M, BLOCK_N), gl.float32, layout=layout)
+    p0 = gl.zeros((HALF_M, BLOCK_N), gl.float32, layout=layout)
+    p1 = gl.zeros((HALF_M, BLOCK_N), gl.float32, layout=layout)
     for tile in range(gl.program_id(0), num_pid_m * num_pid_n, NUM_SMS):
         pid_m, pid_n = _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M)
         offs_m = pid_m * 2 * HALF_M + WHICH * HALF_M + gl.arange(0, HALF_M, layout=gl.SliceLayout(1, layout))
         row_ok = offs_m < M
         acc = gl.zeros((HALF_M, BLOCK_N), gl.float32, layout=layout)
-        sa = gl.load(sa_ptr + offs_m, mask=row_ok, other=0.0)
-        for k in range(k_tiles):
-            s = i % STAGES
-            mbarrier.wait(ready.index(s), (i // STAGES) & 1)
-            a_half = a_bufs.index(s).slice(WHICH * HALF_M, HALF_M)
-            part = warpgroup_mma(a_half, b_bufs.index(s).permute((1, 0)), part, use_acc=False, is_async=True)
-            # the next group's scales load while the MMA runs
-            sa_next = gl.load(sa_ptr + (k + 1) * M + offs_m, mask=row_ok & (k + 1 < k_tiles), other=0.0)
-            part = warpgroup_mma_wait(0, deps=(part, a_half, b_bufs.index(s)))[0]
-            mbarrier.arrive(empty.index(s))
-            acc = acc + part * sa[:, None]
-            sa = sa_next
-            i += 1
+        if PARTS == 1:
+            # one partial sum: each step's MMA waits for the previous step's scaling
+            for k in range(k_tiles):
+                p0 = _grouped_issue(a_bufs, b_bufs, ready, p0, i, STAGES, WHICH)
+                p0, acc = _grouped_retire(p0, acc, a_bufs, b_bufs, empty, sa_ptr, offs_m, row_ok, M, k, i, 0, STAGES)
+                i += 1
+        else:
+            acc, p0, p1, i = _grouped_pairs(a_bufs, b_bufs, ready, empty, sa_ptr, offs_m, row_ok, M, acc, p0, p1, i,
+                                            k_tiles, STAGES, WHICH)  # fmt: skip
         # the per-channel scales (+ residual), fp16, through c_buf and a TMA store
         offs_n = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, layout))
         sb = gl.load(sb_ptr + offs_n, mask=offs_n < N, other=0.0)
@@ -311,7 +352,7 @@ def _grouped_consumer(a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_p
 
 @gluon.jit
 def _grouped_gemm_kernel(a_desc, b_desc, c_desc, sa_ptr, sb_ptr, r_ptr, stride_r, M, N, K, HAS_RESIDUAL: gl.constexpr,
-                         NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr,
+                         NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr, PARTS: gl.constexpr,
                          PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr):  # fmt: skip
     # A quantized per row and group of BLOCK_K columns: a producer warp and two consumer
     # warpgroups sharing each (2 * HALF_M) x BLOCK_N tile; empty[s] counts both consumers
@@ -327,9 +368,9 @@ def _grouped_gemm_kernel(a_desc, b_desc, c_desc, sa_ptr, sb_ptr, r_ptr, stride_r
     gl.warp_specialize(
         [
             (_grouped_consumer, (a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N, K,
-                                 HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, 0)),
+                                 HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, PARTS, 0)),
             (_grouped_consumer, (a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N, K,
-                                 HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, 1)),
+                                 HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, PARTS, 1)),
             (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS, GROUP_M, STAGES)),
         ],
         [4, 1],
@@ -340,7 +381,8 @@ def _grouped_gemm_kernel(a_desc, b_desc, c_desc, sa_ptr, sb_ptr, r_ptr, stride_r
 VARIANTS = ("pingpong", "ws1", "simple", "grouped")
 
 
-def gemm(a, a_scale, w, w_scale, residual=None, block=(128, 128, 128), stages=5, group_m=8, variant="pingpong"):
+def gemm(a, a_scale, w, w_scale, residual=None, block=(128, 128, 128), stages=5, group_m=8, variant="pingpong",
+         parts=2):  # fmt: skip
     """(a @ w.T) * a_scale * w_scale (+ residual), fp16: a (M, K) and w (N, K) fp8 e4m3,
     a_scale (M, 1), w_scale (1, N) fp32, as qbench.triton_kernels.w8a8_gemm. variant: one
     of VARIANTS (ping-pong; one consumer warpgroup and a producer warp; no warp
@@ -362,11 +404,12 @@ def gemm(a, a_scale, w, w_scale, residual=None, block=(128, 128, 128), stages=5,
     r = residual if residual is not None else c
     args = (a_desc, b_desc, c_desc, a_scale.reshape(-1), w_scale.reshape(-1), r, r.stride(0), m, n, k)
     if variant == "grouped":
-        if a_scale.shape != (k // bk, m):
-            raise ValueError(f"grouped: a_scale must be (K // BLOCK_K, M) = {(k // bk, m)}, got {tuple(a_scale.shape)}")
+        if a_scale.shape != (k // bk, m) or k % (2 * bk):
+            raise ValueError(f"grouped: K {k} must be an even number of BLOCK_K {bk} steps, a_scale (K // BLOCK_K, M) = "
+                             f"{(k // bk, m)}; got {tuple(a_scale.shape)}")  # fmt: skip
         _grouped_gemm_kernel[(min(sms, tiles),)](
             *args, HAS_RESIDUAL=residual is not None, NUM_SMS=min(sms, tiles), GROUP_M=group_m, STAGES=stages,
-            PRODUCER_REGS=40, CONSUMER_REGS=232, num_warps=4,
+            PARTS=parts, PRODUCER_REGS=40, CONSUMER_REGS=232, num_warps=4,
         )  # fmt: skip
     elif variant == "simple":
         _simple_gemm_kernel[(tiles,)](*args, HAS_RESIDUAL=residual is not None, GROUP_M=group_m, STAGES=stages,
@@ -379,7 +422,7 @@ def gemm(a, a_scale, w, w_scale, residual=None, block=(128, 128, 128), stages=5,
     return c
 
 
-def compile_only(stages: int, block: tuple[int, int, int], variant: str) -> None:
+def compile_only(stages: int, block: tuple[int, int, int], variant: str, parts: int = 2) -> None:
     """Compile the kernel for sm_90 without a GPU: prints its shared memory and what the
     PTX holds (wgmma, barrier waits, register counts set per partition)."""
     bm, bn, bk = block
@@ -391,6 +434,8 @@ def compile_only(stages: int, block: tuple[int, int, int], variant: str) -> None
         const = {"HAS_RESIDUAL": residual, "GROUP_M": 8, "STAGES": stages}
         if variant != "simple":
             const |= {"NUM_SMS": 132, "PRODUCER_REGS": 40, "CONSUMER_REGS": 232}
+        if variant == "grouped":
+            const["PARTS"] = parts
         if variant in ("pingpong", "ws1"):
             const["CONSUMERS"] = 2 if variant == "pingpong" else 1
         cm = bm // 2 if variant == "grouped" else bm
@@ -428,12 +473,13 @@ def main() -> None:
         "--hang-s", type=float, default=60.0, help="end the process if the first launch of a shape takes longer"
     )
     ap.add_argument("--variant", choices=VARIANTS, default="pingpong")
+    ap.add_argument("--parts", type=int, choices=(1, 2), default=2, help="grouped: partial sums per warpgroup")
     ap.add_argument("--shapes", type=int, nargs="+", default=range(len(SHAPES)), help="indices into SHAPES")
     ap.add_argument("--compile-only", action="store_true", help="compile for sm_90 and stop (no GPU needed)")
     args = ap.parse_args()
     block = tuple(int(v) for v in args.block.split("x"))
     if args.compile_only:
-        compile_only(args.stages, block, args.variant)
+        compile_only(args.stages, block, args.variant, args.parts)
         return
     import torch
 
@@ -463,7 +509,7 @@ def main() -> None:
             dog = threading.Timer(args.hang_s, _hang, (where, args.hang_s))
             dog.daemon = True  # an exception ends the process without waiting for it
             dog.start()
-            got = gemm(a, sa, w, sw, r, block=block, stages=args.stages, variant=args.variant)
+            got = gemm(a, sa, w, sw, r, block=block, stages=args.stages, variant=args.variant, parts=args.parts)
             torch.cuda.synchronize()
             dog.cancel()
             err = float((got.float() - ref.float()).norm() / ref.float().norm())
