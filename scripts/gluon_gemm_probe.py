@@ -516,7 +516,7 @@ def main() -> None:
             flop = 2.0 * m * n * k
             row = {
                 args.variant: tflops(
-                    flop, gemm, a, sa, w, sw, r, block=block, stages=args.stages, variant=args.variant
+                    flop, gemm, a, sa, w, sw, r, block=block, stages=args.stages, variant=args.variant, parts=args.parts
                 ),
                 "triton": tflops(flop, tk.w8a8_gemm, a, sa, w, sw, residual=r, **tri),
             }
