@@ -85,14 +85,17 @@ def _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M: gl.constexpr):
 
 @gluon.jit
 def _producer(a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr,
-              STAGES: gl.constexpr):  # fmt: skip
-    BLOCK_M: gl.constexpr = a_desc.block_type.shape[0]
+              STAGES: gl.constexpr, A_PARTS: gl.constexpr = 1):  # fmt: skip
+    # A's tile comes in A_PARTS blocks of rows (a TMA box is a power of two: 3 x 64 rows),
+    # a_bufs[s * A_PARTS + j] for stage s
+    A_ROWS: gl.constexpr = a_desc.block_type.shape[0]
+    BLOCK_M: gl.constexpr = A_ROWS * A_PARTS
     BLOCK_K: gl.constexpr = a_desc.block_type.shape[1]
     BLOCK_N: gl.constexpr = b_desc.block_type.shape[0]
     num_pid_m = gl.cdiv(M, BLOCK_M)
     num_pid_n = gl.cdiv(N, BLOCK_N)
     k_tiles = gl.cdiv(K, BLOCK_K)
-    nbytes: gl.constexpr = a_desc.block_type.nbytes + b_desc.block_type.nbytes
+    nbytes: gl.constexpr = A_PARTS * a_desc.block_type.nbytes + b_desc.block_type.nbytes
     i = 0
     for tile in range(gl.program_id(0), num_pid_m * num_pid_n, NUM_SMS):
         pid_m, pid_n = _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M)
@@ -100,7 +103,9 @@ def _producer(a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS: gl
             s = i % STAGES
             mbarrier.wait(empty.index(s), ((i // STAGES) & 1) ^ 1)
             mbarrier.expect(ready.index(s), nbytes)
-            _tma_load(a_desc, [pid_m * BLOCK_M, k * BLOCK_K], ready.index(s), a_bufs.index(s))
+            for j in gl.static_range(A_PARTS):
+                _tma_load(a_desc, [pid_m * BLOCK_M + j * A_ROWS, k * BLOCK_K], ready.index(s),
+                          a_bufs.index(s * A_PARTS + j))  # fmt: skip
             _tma_load(b_desc, [pid_n * BLOCK_N, k * BLOCK_K], ready.index(s), b_bufs.index(s))
             i += 1
 
@@ -258,12 +263,12 @@ def _ws_gemm_kernel(a_desc, b_desc, c_desc, sa_ptr, sb_ptr, r_ptr, stride_r, M, 
 
 
 @gluon.jit
-def _grouped_issue(a_bufs, b_bufs, ready, part, i, STAGES: gl.constexpr, WHICH: gl.constexpr):
-    # the MMA of the program's i-th K step, into a fresh partial sum, once its operands landed
+def _grouped_issue(a_bufs, b_bufs, ready, part, i, STAGES: gl.constexpr, WHICH: gl.constexpr, HALF_M: gl.constexpr):
+    # the MMA of the program's i-th K step, into a fresh partial sum, once its operands
+    # landed: this consumer's HALF_M rows of A
     s = i % STAGES
     mbarrier.wait(ready.index(s), (i // STAGES) & 1)
-    HALF_M: gl.constexpr = a_bufs.type.shape[1] // 2
-    a_half = a_bufs.index(s).slice(WHICH * HALF_M, HALF_M)
+    a_half = a_bufs.index(s * (a_bufs.type.shape[0] // STAGES) + WHICH)
     return warpgroup_mma(a_half, b_bufs.index(s).permute((1, 0)), part, use_acc=False, is_async=True)
 
 
@@ -274,25 +279,25 @@ def _grouped_retire(part, acc, a_bufs, b_bufs, empty, sa_ptr, offs_m, row_ok, M,
     # partial sum scaled by the group's row scales into acc. PENDING MMAs stay in flight.
     s = i % STAGES
     sa = gl.load(sa_ptr + k * M + offs_m, mask=row_ok, other=0.0)
-    part = warpgroup_mma_wait(PENDING, deps=(part, a_bufs.index(s), b_bufs.index(s)))[0]
+    part = warpgroup_mma_wait(PENDING, deps=(part, b_bufs.index(s)))[0]
     mbarrier.arrive(empty.index(s))
     return part, acc + part * sa[:, None]
 
 
 @gluon.jit
 def _grouped_pairs(a_bufs, b_bufs, ready, empty, sa_ptr, offs_m, row_ok, M, acc, p0, p1, i, k_tiles,
-                   STAGES: gl.constexpr, WHICH: gl.constexpr):  # fmt: skip
+                   STAGES: gl.constexpr, WHICH: gl.constexpr, HALF_M: gl.constexpr):  # fmt: skip
     # two partial sums alternate: step k + 1's MMA runs while step k's is scaled (K an
     # even number of steps)
-    p0 = _grouped_issue(a_bufs, b_bufs, ready, p0, i, STAGES, WHICH)
+    p0 = _grouped_issue(a_bufs, b_bufs, ready, p0, i, STAGES, WHICH, HALF_M)
     for k in range(0, k_tiles - 2, 2):
-        p1 = _grouped_issue(a_bufs, b_bufs, ready, p1, i + 1, STAGES, WHICH)
+        p1 = _grouped_issue(a_bufs, b_bufs, ready, p1, i + 1, STAGES, WHICH, HALF_M)
         p0, acc = _grouped_retire(p0, acc, a_bufs, b_bufs, empty, sa_ptr, offs_m, row_ok, M, k, i, 1, STAGES)
-        p0 = _grouped_issue(a_bufs, b_bufs, ready, p0, i + 2, STAGES, WHICH)
+        p0 = _grouped_issue(a_bufs, b_bufs, ready, p0, i + 2, STAGES, WHICH, HALF_M)
         p1, acc = _grouped_retire(p1, acc, a_bufs, b_bufs, empty, sa_ptr, offs_m, row_ok, M, k + 1, i + 1, 1, STAGES)
         i += 2
     # the last pair: nothing to issue after it
-    p1 = _grouped_issue(a_bufs, b_bufs, ready, p1, i + 1, STAGES, WHICH)
+    p1 = _grouped_issue(a_bufs, b_bufs, ready, p1, i + 1, STAGES, WHICH, HALF_M)
     p0, acc = _grouped_retire(p0, acc, a_bufs, b_bufs, empty, sa_ptr, offs_m, row_ok, M, k_tiles - 2, i, 1, STAGES)
     p1, acc = _grouped_retire(p1, acc, a_bufs, b_bufs, empty, sa_ptr, offs_m, row_ok, M, k_tiles - 1, i + 1, 0,
                               STAGES)  # fmt: skip
@@ -303,7 +308,7 @@ def _grouped_pairs(a_bufs, b_bufs, ready, empty, sa_ptr, offs_m, row_ok, M, acc,
 @gluon.jit
 def _grouped_consumer(a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N, K,
                       HAS_RESIDUAL: gl.constexpr, NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr,
-                      PARTS: gl.constexpr, WHICH: gl.constexpr):  # fmt: skip
+                      PARTS: gl.constexpr, CONSUMERS: gl.constexpr, WHICH: gl.constexpr):  # fmt: skip
     # rows WHICH * HALF_M ... of every tile of the program (both consumers on one tile, as
     # CUTLASS's cooperative kernels). A is quantized per row and group of BLOCK_K columns
     # (sa (K // BLOCK_K, M)), so each K step's MMA goes into a fresh partial sum that is
@@ -314,7 +319,7 @@ def _grouped_consumer(a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_p
     BLOCK_N: gl.constexpr = c_desc.block_type.shape[1]
     BLOCK_K: gl.constexpr = a_bufs.type.shape[2]
     layout: gl.constexpr = acc_layout(HALF_M, BLOCK_N, gl.num_warps())
-    num_pid_m = gl.cdiv(M, 2 * HALF_M)
+    num_pid_m = gl.cdiv(M, CONSUMERS * HALF_M)
     num_pid_n = gl.cdiv(N, BLOCK_N)
     k_tiles = K // BLOCK_K
     c_buf = c_bufs.index(WHICH)
@@ -323,18 +328,18 @@ def _grouped_consumer(a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_p
     p1 = gl.zeros((HALF_M, BLOCK_N), gl.float32, layout=layout)
     for tile in range(gl.program_id(0), num_pid_m * num_pid_n, NUM_SMS):
         pid_m, pid_n = _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M)
-        offs_m = pid_m * 2 * HALF_M + WHICH * HALF_M + gl.arange(0, HALF_M, layout=gl.SliceLayout(1, layout))
+        offs_m = pid_m * CONSUMERS * HALF_M + WHICH * HALF_M + gl.arange(0, HALF_M, layout=gl.SliceLayout(1, layout))
         row_ok = offs_m < M
         acc = gl.zeros((HALF_M, BLOCK_N), gl.float32, layout=layout)
         if PARTS == 1:
             # one partial sum: each step's MMA waits for the previous step's scaling
             for k in range(k_tiles):
-                p0 = _grouped_issue(a_bufs, b_bufs, ready, p0, i, STAGES, WHICH)
+                p0 = _grouped_issue(a_bufs, b_bufs, ready, p0, i, STAGES, WHICH, HALF_M)
                 p0, acc = _grouped_retire(p0, acc, a_bufs, b_bufs, empty, sa_ptr, offs_m, row_ok, M, k, i, 0, STAGES)
                 i += 1
         else:
             acc, p0, p1, i = _grouped_pairs(a_bufs, b_bufs, ready, empty, sa_ptr, offs_m, row_ok, M, acc, p0, p1, i,
-                                            k_tiles, STAGES, WHICH)  # fmt: skip
+                                            k_tiles, STAGES, WHICH, HALF_M)  # fmt: skip
         # the per-channel scales (+ residual), fp16, through c_buf and a TMA store
         offs_n = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, layout))
         sb = gl.load(sb_ptr + offs_n, mask=offs_n < N, other=0.0)
@@ -346,36 +351,52 @@ def _grouped_consumer(a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_p
         tma.store_wait(0)
         c_buf.store(c.to(c_desc.dtype))
         fence_async_shared()
-        _tma_store(c_desc, [pid_m * 2 * HALF_M + WHICH * HALF_M, pid_n * BLOCK_N], c_buf)
+        _tma_store(c_desc, [pid_m * CONSUMERS * HALF_M + WHICH * HALF_M, pid_n * BLOCK_N], c_buf)
     tma.store_wait(0)
 
 
 @gluon.jit
 def _grouped_gemm_kernel(a_desc, b_desc, c_desc, sa_ptr, sb_ptr, r_ptr, stride_r, M, N, K, HAS_RESIDUAL: gl.constexpr,
                          NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr, PARTS: gl.constexpr,
-                         PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr):  # fmt: skip
-    # A quantized per row and group of BLOCK_K columns: a producer warp and two consumer
-    # warpgroups sharing each (2 * HALF_M) x BLOCK_N tile; empty[s] counts both consumers
-    a_bufs = gl.allocate_shared_memory(a_desc.dtype, [STAGES] + a_desc.block_type.shape, a_desc.layout)
+                         CONSUMERS: gl.constexpr, PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr):  # fmt: skip
+    # A quantized per row and group of BLOCK_K columns: a producer warp and CONSUMERS (2
+    # or 3) consumer warpgroups sharing each (CONSUMERS * HALF_M) x BLOCK_N tile, HALF_M
+    # rows each; empty[s] counts every consumer
+    a_bufs = gl.allocate_shared_memory(a_desc.dtype, [STAGES * CONSUMERS] + a_desc.block_type.shape, a_desc.layout)
     b_bufs = gl.allocate_shared_memory(b_desc.dtype, [STAGES] + b_desc.block_type.shape, b_desc.layout)
-    c_bufs = gl.allocate_shared_memory(c_desc.dtype, [2] + c_desc.block_type.shape, c_desc.layout)
+    c_bufs = gl.allocate_shared_memory(c_desc.dtype, [CONSUMERS] + c_desc.block_type.shape, c_desc.layout)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for s in gl.static_range(STAGES):
         mbarrier.init(ready.index(s), count=1)
-        mbarrier.init(empty.index(s), count=2)
+        mbarrier.init(empty.index(s), count=CONSUMERS)
     fence_async_shared()
-    gl.warp_specialize(
-        [
-            (_grouped_consumer, (a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N, K,
-                                 HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, PARTS, 0)),
-            (_grouped_consumer, (a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N, K,
-                                 HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, PARTS, 1)),
-            (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS, GROUP_M, STAGES)),
-        ],
-        [4, 1],
-        [CONSUMER_REGS, PRODUCER_REGS],
-    )  # fmt: skip
+    if CONSUMERS == 3:
+        gl.warp_specialize(
+            [
+                (_grouped_consumer, (a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N,
+                                     K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, PARTS, CONSUMERS, 0)),
+                (_grouped_consumer, (a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N,
+                                     K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, PARTS, CONSUMERS, 1)),
+                (_grouped_consumer, (a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N,
+                                     K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, PARTS, CONSUMERS, 2)),
+                (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS, GROUP_M, STAGES, CONSUMERS)),
+            ],
+            [4, 4, 1],
+            [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS],
+        )  # fmt: skip
+    else:
+        gl.warp_specialize(
+            [
+                (_grouped_consumer, (a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N,
+                                     K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, PARTS, CONSUMERS, 0)),
+                (_grouped_consumer, (a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N,
+                                     K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, PARTS, CONSUMERS, 1)),
+                (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS, GROUP_M, STAGES, CONSUMERS)),
+            ],
+            [4, 1],
+            [CONSUMER_REGS, PRODUCER_REGS],
+        )  # fmt: skip
 
 
 VARIANTS = ("pingpong", "ws1", "simple", "grouped")
@@ -395,9 +416,11 @@ def gemm(a, a_scale, w, w_scale, residual=None, block=(128, 128, 128), stages=5,
     bm, bn, bk = block
     c = torch.empty((m, n), device=a.device, dtype=torch.float16)
     lay = gl.NVMMASharedLayout.get_default_for
-    a_desc = TensorDescriptor.from_tensor(a, [bm, bk], lay([bm, bk], gl.float8e4nv))
+    # grouped: consumers of 64 rows each share a tile, and each loads and stores its own rows
+    consumers = bm // 64 if variant == "grouped" else 1
+    a_desc = TensorDescriptor.from_tensor(a, [bm // consumers, bk], lay([bm // consumers, bk], gl.float8e4nv))
     b_desc = TensorDescriptor.from_tensor(w, [bn, bk], lay([bn, bk], gl.float8e4nv))
-    cm = bm // 2 if variant == "grouped" else bm  # grouped: each consumer stores its half of the tile
+    cm = bm // consumers
     c_desc = TensorDescriptor.from_tensor(c, [cm, bn], lay([cm, bn], gl.float16))
     sms = torch.cuda.get_device_properties(a.device).multi_processor_count
     tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
@@ -409,7 +432,8 @@ def gemm(a, a_scale, w, w_scale, residual=None, block=(128, 128, 128), stages=5,
                              f"{(k // bk, m)}; got {tuple(a_scale.shape)}")  # fmt: skip
         _grouped_gemm_kernel[(min(sms, tiles),)](
             *args, HAS_RESIDUAL=residual is not None, NUM_SMS=min(sms, tiles), GROUP_M=group_m, STAGES=stages,
-            PARTS=parts, PRODUCER_REGS=40, CONSUMER_REGS=232, num_warps=4,
+            PARTS=parts, CONSUMERS=consumers, PRODUCER_REGS=40 if consumers == 2 else 24,
+            CONSUMER_REGS=232 if consumers == 2 else 160, num_warps=4,
         )  # fmt: skip
     elif variant == "simple":
         _simple_gemm_kernel[(tiles,)](*args, HAS_RESIDUAL=residual is not None, GROUP_M=group_m, STAGES=stages,
@@ -435,13 +459,16 @@ def compile_only(stages: int, block: tuple[int, int, int], variant: str, parts: 
         if variant != "simple":
             const |= {"NUM_SMS": 132, "PRODUCER_REGS": 40, "CONSUMER_REGS": 232}
         if variant == "grouped":
-            const["PARTS"] = parts
+            const |= {"PARTS": parts, "CONSUMERS": bm // 64}
+            if bm // 64 == 3:
+                const |= {"PRODUCER_REGS": 24, "CONSUMER_REGS": 160}
         if variant in ("pingpong", "ws1"):
             const["CONSUMERS"] = 2 if variant == "pingpong" else 1
-        cm = bm // 2 if variant == "grouped" else bm
+        cm = 64 if variant == "grouped" else bm
         lay = gl.NVMMASharedLayout.get_default_for
-        la, lb, lc = lay([bm, bk], gl.float8e4nv), lay([bn, bk], gl.float8e4nv), lay([cm, bn], gl.float16)
-        sig = {"a_desc": f"tensordesc<fp8e4nv[{bm}, {bk}],{la!r}>", "b_desc": f"tensordesc<fp8e4nv[{bn}, {bk}],{lb!r}>",
+        am = 64 if variant == "grouped" else bm
+        la, lb, lc = lay([am, bk], gl.float8e4nv), lay([bn, bk], gl.float8e4nv), lay([cm, bn], gl.float16)
+        sig = {"a_desc": f"tensordesc<fp8e4nv[{am}, {bk}],{la!r}>", "b_desc": f"tensordesc<fp8e4nv[{bn}, {bk}],{lb!r}>",
                "c_desc": f"tensordesc<fp16[{cm}, {bn}],{lc!r}>", "sa_ptr": "*fp32", "sb_ptr": "*fp32", "r_ptr": "*fp16"}  # fmt: skip
         sig = {name: "constexpr" if name in const else sig.get(name, "i32") for name in fn.arg_names}
         kernel = triton.compile(
