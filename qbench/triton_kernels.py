@@ -569,6 +569,16 @@ def w8a8_gemm(
                     or k // a_group * m >= 2**31):  # fmt: skip
         raise ValueError(f"w8a8_gemm: a_group {a_group} needs a power of two >= 32 (an 8-bit dot's K step) dividing K = {k}, "
                          f"a_scale of shape {(k // a_group, m)} (got {tuple(a_scale.shape)}) and fewer than 2**31 scales")  # fmt: skip
+    if a_group and config is None and out_dtype == torch.float16 and not swiglu_block and rotary is None:
+        # on Hopper, the Gluon kernel whose warpgroups scale and multiply at once (gluon_gemm)
+        from qbench import gluon_gemm
+
+        why = gluon_gemm.unavailable(a, w, a_group, residual)
+        _log_once(
+            f"grouped GEMM: {'Triton (' + why + ')' if why else 'Gluon, ' + str(gluon_gemm.CONSUMERS) + ' warpgroups'}"
+        )
+        if why is None:
+            return gluon_gemm.grouped_gemm(a, a_scale, w, w_scale, residual)
     rope, rope_args = {"HEAD_DIM": 0}, (a, a, 1, 0, 0)  # cos_ptr, sin_ptr, SEQ, N_Q, N_ROT: unused without rotary
     if rotary is not None:
         cos, sin, n_q, n_k = rotary
@@ -656,6 +666,11 @@ def w8a8_gemm(
         BLOCK_M=bm, BLOCK_N=bn, **quant, **rope, **cfg,
     )  # fmt: skip
     return (c, qs) if quantize_out else c
+
+
+@functools.cache
+def _log_once(message: str) -> None:
+    log.info(message)
 
 
 # GEMM launches (device, tile, kind, epilogue) whose TMA-store staging did not fit in

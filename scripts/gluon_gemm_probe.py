@@ -56,58 +56,13 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
-# Triton 3.6 names TMA's copies async_copy_global_to_shared / async_copy_shared_to_global,
-# later versions async_load / async_store (the old names raise): whichever this one has
-_tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
-_tma_store = getattr(tma, "async_store", None) or tma.async_copy_shared_to_global
+from qbench import gluon_gemm
+
+# the parts this probe's kernels share with qbench's (TMA's copies by this Triton's names)
+from qbench.gluon_gemm import _producer, _tile_coords, _tma_load, _tma_store, acc_layout
 
 # (N, K) of llama-1b's GEMMs: q|k|v, o (+ residual), gate|up, down (+ residual)
 SHAPES = [(3072, 2048, False), (2048, 2048, True), (16384, 2048, False), (2048, 8192, True)]
-
-
-@gluon.constexpr_function
-def acc_layout(BLOCK_M, BLOCK_N, num_warps):
-    # one warpgroup's wgmma accumulator: warps stacked along M, the widest N instruction
-    n = 256
-    while n > BLOCK_N or BLOCK_N % n:
-        n -= 8
-    return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, n, 32])
-
-
-@gluon.jit
-def _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M: gl.constexpr):
-    # grouped order, as qbench.triton_kernels._grouped_tile: GROUP_M row-blocks share B in L2
-    per_group = GROUP_M * num_pid_n
-    first_m = (tile // per_group) * GROUP_M
-    group_m = gl.minimum(num_pid_m - first_m, GROUP_M)
-    return first_m + ((tile % per_group) % group_m), (tile % per_group) // group_m
-
-
-@gluon.jit
-def _producer(a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr,
-              STAGES: gl.constexpr, A_PARTS: gl.constexpr = 1):  # fmt: skip
-    # A's tile comes in A_PARTS blocks of rows (a TMA box is a power of two: 3 x 64 rows),
-    # a_bufs[s * A_PARTS + j] for stage s
-    A_ROWS: gl.constexpr = a_desc.block_type.shape[0]
-    BLOCK_M: gl.constexpr = A_ROWS * A_PARTS
-    BLOCK_K: gl.constexpr = a_desc.block_type.shape[1]
-    BLOCK_N: gl.constexpr = b_desc.block_type.shape[0]
-    num_pid_m = gl.cdiv(M, BLOCK_M)
-    num_pid_n = gl.cdiv(N, BLOCK_N)
-    k_tiles = gl.cdiv(K, BLOCK_K)
-    nbytes: gl.constexpr = A_PARTS * a_desc.block_type.nbytes + b_desc.block_type.nbytes
-    i = 0
-    for tile in range(gl.program_id(0), num_pid_m * num_pid_n, NUM_SMS):
-        pid_m, pid_n = _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M)
-        for k in range(k_tiles):
-            s = i % STAGES
-            mbarrier.wait(empty.index(s), ((i // STAGES) & 1) ^ 1)
-            mbarrier.expect(ready.index(s), nbytes)
-            for j in gl.static_range(A_PARTS):
-                _tma_load(a_desc, [pid_m * BLOCK_M + j * A_ROWS, k * BLOCK_K], ready.index(s),
-                          a_bufs.index(s * A_PARTS + j))  # fmt: skip
-            _tma_load(b_desc, [pid_n * BLOCK_N, k * BLOCK_K], ready.index(s), b_bufs.index(s))
-            i += 1
 
 
 @gluon.jit
@@ -262,180 +217,34 @@ def _ws_gemm_kernel(a_desc, b_desc, c_desc, sa_ptr, sb_ptr, r_ptr, stride_r, M, 
         )  # fmt: skip
 
 
-@gluon.jit
-def _grouped_issue(a_bufs, b_bufs, ready, part, i, STAGES: gl.constexpr, WHICH: gl.constexpr, HALF_M: gl.constexpr):
-    # the MMA of the program's i-th K step, into a fresh partial sum, once its operands
-    # landed: this consumer's HALF_M rows of A
-    s = i % STAGES
-    mbarrier.wait(ready.index(s), (i // STAGES) & 1)
-    a_half = a_bufs.index(s * (a_bufs.type.shape[0] // STAGES) + WHICH)
-    return warpgroup_mma(a_half, b_bufs.index(s).permute((1, 0)), part, use_acc=False, is_async=True)
-
-
-@gluon.jit
-def _grouped_retire(part, acc, a_bufs, b_bufs, empty, sa_ptr, offs_m, row_ok, M, k, i, PENDING: gl.constexpr,
-                    STAGES: gl.constexpr):  # fmt: skip
-    # the i-th K step (group k of this tile) done: its slot back to the producer, its
-    # partial sum scaled by the group's row scales into acc. PENDING MMAs stay in flight.
-    s = i % STAGES
-    sa = gl.load(sa_ptr + k * M + offs_m, mask=row_ok, other=0.0)
-    part = warpgroup_mma_wait(PENDING, deps=(part, b_bufs.index(s)))[0]
-    mbarrier.arrive(empty.index(s))
-    return part, acc + part * sa[:, None]
-
-
-@gluon.jit
-def _grouped_pairs(a_bufs, b_bufs, ready, empty, sa_ptr, offs_m, row_ok, M, acc, p0, p1, i, k_tiles,
-                   STAGES: gl.constexpr, WHICH: gl.constexpr, HALF_M: gl.constexpr):  # fmt: skip
-    # two partial sums alternate: step k + 1's MMA runs while step k's is scaled (K an
-    # even number of steps)
-    p0 = _grouped_issue(a_bufs, b_bufs, ready, p0, i, STAGES, WHICH, HALF_M)
-    for k in range(0, k_tiles - 2, 2):
-        p1 = _grouped_issue(a_bufs, b_bufs, ready, p1, i + 1, STAGES, WHICH, HALF_M)
-        p0, acc = _grouped_retire(p0, acc, a_bufs, b_bufs, empty, sa_ptr, offs_m, row_ok, M, k, i, 1, STAGES)
-        p0 = _grouped_issue(a_bufs, b_bufs, ready, p0, i + 2, STAGES, WHICH, HALF_M)
-        p1, acc = _grouped_retire(p1, acc, a_bufs, b_bufs, empty, sa_ptr, offs_m, row_ok, M, k + 1, i + 1, 1, STAGES)
-        i += 2
-    # the last pair: nothing to issue after it
-    p1 = _grouped_issue(a_bufs, b_bufs, ready, p1, i + 1, STAGES, WHICH, HALF_M)
-    p0, acc = _grouped_retire(p0, acc, a_bufs, b_bufs, empty, sa_ptr, offs_m, row_ok, M, k_tiles - 2, i, 1, STAGES)
-    p1, acc = _grouped_retire(p1, acc, a_bufs, b_bufs, empty, sa_ptr, offs_m, row_ok, M, k_tiles - 1, i + 1, 0,
-                              STAGES)  # fmt: skip
-    i += 2
-    return acc, p0, p1, i
-
-
-@gluon.jit
-def _grouped_consumer(a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N, K,
-                      HAS_RESIDUAL: gl.constexpr, NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr,
-                      PARTS: gl.constexpr, CONSUMERS: gl.constexpr, WHICH: gl.constexpr):  # fmt: skip
-    # rows WHICH * HALF_M ... of every tile of the program (both consumers on one tile, as
-    # CUTLASS's cooperative kernels). A is quantized per row and group of BLOCK_K columns
-    # (sa (K // BLOCK_K, M)), so each K step's MMA goes into a fresh partial sum that is
-    # scaled into the fp32 accumulator. Two partial sums alternate: step k + 1's MMA runs
-    # while step k's is scaled, and the other warpgroup's MMAs fill the gaps (the overlap
-    # Triton's one instruction stream lacks). K is an even number of steps.
-    HALF_M: gl.constexpr = c_desc.block_type.shape[0]
-    BLOCK_N: gl.constexpr = c_desc.block_type.shape[1]
-    BLOCK_K: gl.constexpr = a_bufs.type.shape[2]
-    layout: gl.constexpr = acc_layout(HALF_M, BLOCK_N, gl.num_warps())
-    num_pid_m = gl.cdiv(M, CONSUMERS * HALF_M)
-    num_pid_n = gl.cdiv(N, BLOCK_N)
-    k_tiles = K // BLOCK_K
-    c_buf = c_bufs.index(WHICH)
-    i = 0
-    p0 = gl.zeros((HALF_M, BLOCK_N), gl.float32, layout=layout)
-    p1 = gl.zeros((HALF_M, BLOCK_N), gl.float32, layout=layout)
-    for tile in range(gl.program_id(0), num_pid_m * num_pid_n, NUM_SMS):
-        pid_m, pid_n = _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M)
-        offs_m = pid_m * CONSUMERS * HALF_M + WHICH * HALF_M + gl.arange(0, HALF_M, layout=gl.SliceLayout(1, layout))
-        row_ok = offs_m < M
-        acc = gl.zeros((HALF_M, BLOCK_N), gl.float32, layout=layout)
-        if PARTS == 1:
-            # one partial sum: each step's MMA waits for the previous step's scaling
-            for k in range(k_tiles):
-                p0 = _grouped_issue(a_bufs, b_bufs, ready, p0, i, STAGES, WHICH, HALF_M)
-                p0, acc = _grouped_retire(p0, acc, a_bufs, b_bufs, empty, sa_ptr, offs_m, row_ok, M, k, i, 0, STAGES)
-                i += 1
-        else:
-            acc, p0, p1, i = _grouped_pairs(a_bufs, b_bufs, ready, empty, sa_ptr, offs_m, row_ok, M, acc, p0, p1, i,
-                                            k_tiles, STAGES, WHICH, HALF_M)  # fmt: skip
-        # the per-channel scales (+ residual), fp16, through c_buf and a TMA store
-        offs_n = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, layout))
-        sb = gl.load(sb_ptr + offs_n, mask=offs_n < N, other=0.0)
-        c = acc * sb[None, :]
-        if HAS_RESIDUAL:
-            mask = row_ok[:, None] & (offs_n[None, :] < N)
-            r = gl.load(r_ptr + offs_m.to(gl.int64)[:, None] * stride_r + offs_n[None, :], mask=mask, other=0.0)
-            c = c + r.to(gl.float32)
-        tma.store_wait(0)
-        c_buf.store(c.to(c_desc.dtype))
-        fence_async_shared()
-        _tma_store(c_desc, [pid_m * CONSUMERS * HALF_M + WHICH * HALF_M, pid_n * BLOCK_N], c_buf)
-    tma.store_wait(0)
-
-
-@gluon.jit
-def _grouped_gemm_kernel(a_desc, b_desc, c_desc, sa_ptr, sb_ptr, r_ptr, stride_r, M, N, K, HAS_RESIDUAL: gl.constexpr,
-                         NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr, PARTS: gl.constexpr,
-                         CONSUMERS: gl.constexpr, PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr):  # fmt: skip
-    # A quantized per row and group of BLOCK_K columns: a producer warp and CONSUMERS (2
-    # or 3) consumer warpgroups sharing each (CONSUMERS * HALF_M) x BLOCK_N tile, HALF_M
-    # rows each; empty[s] counts every consumer
-    a_bufs = gl.allocate_shared_memory(a_desc.dtype, [STAGES * CONSUMERS] + a_desc.block_type.shape, a_desc.layout)
-    b_bufs = gl.allocate_shared_memory(b_desc.dtype, [STAGES] + b_desc.block_type.shape, b_desc.layout)
-    c_bufs = gl.allocate_shared_memory(c_desc.dtype, [CONSUMERS] + c_desc.block_type.shape, c_desc.layout)
-    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    for s in gl.static_range(STAGES):
-        mbarrier.init(ready.index(s), count=1)
-        mbarrier.init(empty.index(s), count=CONSUMERS)
-    fence_async_shared()
-    if CONSUMERS == 3:
-        gl.warp_specialize(
-            [
-                (_grouped_consumer, (a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N,
-                                     K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, PARTS, CONSUMERS, 0)),
-                (_grouped_consumer, (a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N,
-                                     K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, PARTS, CONSUMERS, 1)),
-                (_grouped_consumer, (a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N,
-                                     K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, PARTS, CONSUMERS, 2)),
-                (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS, GROUP_M, STAGES, CONSUMERS)),
-            ],
-            [4, 4, 1],
-            [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS],
-        )  # fmt: skip
-    else:
-        gl.warp_specialize(
-            [
-                (_grouped_consumer, (a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N,
-                                     K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, PARTS, CONSUMERS, 0)),
-                (_grouped_consumer, (a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N,
-                                     K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, PARTS, CONSUMERS, 1)),
-                (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS, GROUP_M, STAGES, CONSUMERS)),
-            ],
-            [4, 1],
-            [CONSUMER_REGS, PRODUCER_REGS],
-        )  # fmt: skip
-
-
 VARIANTS = ("pingpong", "ws1", "simple", "grouped")
 
 
-def gemm(a, a_scale, w, w_scale, residual=None, block=(128, 128, 128), stages=5, group_m=8, variant="pingpong",
-         parts=2):  # fmt: skip
+def gemm(a, a_scale, w, w_scale, residual=None, block=(128, 128, 128), stages=5, group_m=8, variant="pingpong"):
     """(a @ w.T) * a_scale * w_scale (+ residual), fp16: a (M, K) and w (N, K) fp8 e4m3,
     a_scale (M, 1), w_scale (1, N) fp32, as qbench.triton_kernels.w8a8_gemm. variant: one
     of VARIANTS (ping-pong; one consumer warpgroup and a producer warp; no warp
-    specialization)."""
+    specialization; qbench.gluon_gemm's kernel for A in 128-column groups, a_scale
+    (K // 128, M), block[0] // 64 consumer warpgroups)."""
     import torch
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
+    bm, bn, bk = block
+    if variant == "grouped":
+        return gluon_gemm.grouped_gemm(a, a_scale, w, w_scale, residual, consumers=bm // 64, stages=stages,
+                                       group_m=group_m)  # fmt: skip
     m, k = a.shape
     n = w.shape[0]
-    bm, bn, bk = block
     c = torch.empty((m, n), device=a.device, dtype=torch.float16)
     lay = gl.NVMMASharedLayout.get_default_for
-    # grouped: consumers of 64 rows each share a tile, and each loads and stores its own rows
-    consumers = bm // 64 if variant == "grouped" else 1
-    a_desc = TensorDescriptor.from_tensor(a, [bm // consumers, bk], lay([bm // consumers, bk], gl.float8e4nv))
+    a_desc = TensorDescriptor.from_tensor(a, [bm, bk], lay([bm, bk], gl.float8e4nv))
     b_desc = TensorDescriptor.from_tensor(w, [bn, bk], lay([bn, bk], gl.float8e4nv))
-    cm = bm // consumers
-    c_desc = TensorDescriptor.from_tensor(c, [cm, bn], lay([cm, bn], gl.float16))
+    c_desc = TensorDescriptor.from_tensor(c, [bm, bn], lay([bm, bn], gl.float16))
     sms = torch.cuda.get_device_properties(a.device).multi_processor_count
     tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
     r = residual if residual is not None else c
     args = (a_desc, b_desc, c_desc, a_scale.reshape(-1), w_scale.reshape(-1), r, r.stride(0), m, n, k)
-    if variant == "grouped":
-        if a_scale.shape != (k // bk, m) or k % (2 * bk):
-            raise ValueError(f"grouped: K {k} must be an even number of BLOCK_K {bk} steps, a_scale (K // BLOCK_K, M) = "
-                             f"{(k // bk, m)}; got {tuple(a_scale.shape)}")  # fmt: skip
-        _grouped_gemm_kernel[(min(sms, tiles),)](
-            *args, HAS_RESIDUAL=residual is not None, NUM_SMS=min(sms, tiles), GROUP_M=group_m, STAGES=stages,
-            PARTS=parts, CONSUMERS=consumers, PRODUCER_REGS=40 if consumers == 2 else 24,
-            CONSUMER_REGS=232 if consumers == 2 else 160, num_warps=4,
-        )  # fmt: skip
-    elif variant == "simple":
+    if variant == "simple":
         _simple_gemm_kernel[(tiles,)](*args, HAS_RESIDUAL=residual is not None, GROUP_M=group_m, STAGES=stages,
                                       num_warps=4)  # fmt: skip
     else:
@@ -446,34 +255,30 @@ def gemm(a, a_scale, w, w_scale, residual=None, block=(128, 128, 128), stages=5,
     return c
 
 
-def compile_only(stages: int, block: tuple[int, int, int], variant: str, parts: int = 2) -> None:
+def compile_only(stages: int, block: tuple[int, int, int], variant: str) -> None:
     """Compile the kernel for sm_90 without a GPU: prints its shared memory and what the
     PTX holds (wgmma, barrier waits, register counts set per partition)."""
     bm, bn, bk = block
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 
-    fn = {"simple": _simple_gemm_kernel, "grouped": _grouped_gemm_kernel}.get(variant, _ws_gemm_kernel)
+    fn = _simple_gemm_kernel if variant == "simple" else _ws_gemm_kernel
     for residual in (False, True):
-        const = {"HAS_RESIDUAL": residual, "GROUP_M": 8, "STAGES": stages}
-        if variant != "simple":
-            const |= {"NUM_SMS": 132, "PRODUCER_REGS": 40, "CONSUMER_REGS": 232}
         if variant == "grouped":
-            const |= {"PARTS": parts, "CONSUMERS": bm // 64}
-            if bm // 64 == 3:
-                const |= {"PRODUCER_REGS": 24, "CONSUMER_REGS": 160}
-        if variant in ("pingpong", "ws1"):
-            const["CONSUMERS"] = 2 if variant == "pingpong" else 1
-        cm = 64 if variant == "grouped" else bm
-        lay = gl.NVMMASharedLayout.get_default_for
-        am = 64 if variant == "grouped" else bm
-        la, lb, lc = lay([am, bk], gl.float8e4nv), lay([bn, bk], gl.float8e4nv), lay([cm, bn], gl.float16)
-        sig = {"a_desc": f"tensordesc<fp8e4nv[{am}, {bk}],{la!r}>", "b_desc": f"tensordesc<fp8e4nv[{bn}, {bk}],{lb!r}>",
-               "c_desc": f"tensordesc<fp16[{cm}, {bn}],{lc!r}>", "sa_ptr": "*fp32", "sb_ptr": "*fp32", "r_ptr": "*fp16"}  # fmt: skip
-        sig = {name: "constexpr" if name in const else sig.get(name, "i32") for name in fn.arg_names}
-        kernel = triton.compile(
-            GluonASTSource(fn, sig, const), target=GPUTarget("cuda", 90, 32), options={"num_warps": 4}
-        )
+            kernel = gluon_gemm.compile_for_sm90(residual, consumers=bm // 64, stages=stages)
+        else:
+            const = {"HAS_RESIDUAL": residual, "GROUP_M": 8, "STAGES": stages}
+            if variant != "simple":
+                const |= {"NUM_SMS": 132, "PRODUCER_REGS": 40, "CONSUMER_REGS": 232,
+                          "CONSUMERS": 2 if variant == "pingpong" else 1}  # fmt: skip
+            lay = gl.NVMMASharedLayout.get_default_for
+            la, lb, lc = lay([bm, bk], gl.float8e4nv), lay([bn, bk], gl.float8e4nv), lay([bm, bn], gl.float16)
+            sig = {"a_desc": f"tensordesc<fp8e4nv[{bm}, {bk}],{la!r}>", "b_desc": f"tensordesc<fp8e4nv[{bn}, {bk}],{lb!r}>",
+                   "c_desc": f"tensordesc<fp16[{bm}, {bn}],{lc!r}>", "sa_ptr": "*fp32", "sb_ptr": "*fp32", "r_ptr": "*fp16"}  # fmt: skip
+            sig = {name: "constexpr" if name in const else sig.get(name, "i32") for name in fn.arg_names}
+            kernel = triton.compile(
+                GluonASTSource(fn, sig, const), target=GPUTarget("cuda", 90, 32), options={"num_warps": 4}
+            )
         ptx = kernel.asm["ptx"]
         print(f"{variant} block={bm}x{bn}x{bk} residual={residual} stages={stages} shared={kernel.metadata.shared} "
               f"wgmma={ptx.count('wgmma.mma_async')} setmaxnreg={ptx.count('setmaxnreg')} "
@@ -500,13 +305,12 @@ def main() -> None:
         "--hang-s", type=float, default=60.0, help="end the process if the first launch of a shape takes longer"
     )
     ap.add_argument("--variant", choices=VARIANTS, default="pingpong")
-    ap.add_argument("--parts", type=int, choices=(1, 2), default=2, help="grouped: partial sums per warpgroup")
     ap.add_argument("--shapes", type=int, nargs="+", default=range(len(SHAPES)), help="indices into SHAPES")
     ap.add_argument("--compile-only", action="store_true", help="compile for sm_90 and stop (no GPU needed)")
     args = ap.parse_args()
     block = tuple(int(v) for v in args.block.split("x"))
     if args.compile_only:
-        compile_only(args.stages, block, args.variant, args.parts)
+        compile_only(args.stages, block, args.variant)
         return
     import torch
 
@@ -536,14 +340,14 @@ def main() -> None:
             dog = threading.Timer(args.hang_s, _hang, (where, args.hang_s))
             dog.daemon = True  # an exception ends the process without waiting for it
             dog.start()
-            got = gemm(a, sa, w, sw, r, block=block, stages=args.stages, variant=args.variant, parts=args.parts)
+            got = gemm(a, sa, w, sw, r, block=block, stages=args.stages, variant=args.variant)
             torch.cuda.synchronize()
             dog.cancel()
             err = float((got.float() - ref.float()).norm() / ref.float().norm())
             flop = 2.0 * m * n * k
             row = {
                 args.variant: tflops(
-                    flop, gemm, a, sa, w, sw, r, block=block, stages=args.stages, variant=args.variant, parts=args.parts
+                    flop, gemm, a, sa, w, sw, r, block=block, stages=args.stages, variant=args.variant
                 ),
                 "triton": tflops(flop, tk.w8a8_gemm, a, sa, w, sw, residual=r, **tri),
             }

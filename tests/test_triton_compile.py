@@ -99,13 +99,15 @@ SCRIPT = textwrap.dedent(
 
 def test_the_kernels_compile_for_the_h100():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    run = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600, check=False)
+    run = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600, check=False
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     assert run.stdout.count(" ok") == 2 * (2 * 6 + 1 + 4) + 2, run.stdout
 
 
 def test_the_gluon_ping_pong_probe_compiles_for_the_h100():
-    """scripts/gluon_gemm_probe.py (not run on a GPU yet) compiles for sm_90, both
+    """scripts/gluon_gemm_probe.py (run on an H100 since 2026-11-27) compiles for sm_90, both
     variants (with and without the residual), each with its 16 wgmma and within the
     H100's 227 KiB of shared memory: a broken probe is found here, not in a device call."""
     pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
@@ -117,6 +119,29 @@ def test_the_gluon_ping_pong_probe_compiles_for_the_h100():
     run = subprocess.run([sys.executable, str(root / "scripts" / "gluon_gemm_probe.py"), "--compile-only"], env=env,
                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
-    lines = [line for line in run.stdout.splitlines() if line.startswith("block=")]
+    lines = [line for line in run.stdout.splitlines() if line.startswith("pingpong block=")]
     assert len(lines) == 2 and all("wgmma=16" in line for line in lines), run.stdout
     assert all(int(line.split("shared=")[1].split()[0]) <= 232448 for line in lines), run.stdout
+
+
+@pytest.mark.parametrize("consumers,stages,wgmma", [(3, 4, 12), (2, 6, 8)])
+def test_the_gluon_grouped_gemm_compiles_for_the_h100(consumers, stages, wgmma):
+    """qbench.gluon_gemm (the down GEMM for A in 128-column groups: Gluon has no
+    interpreter, so the CPU can only compile it) compiles for sm_90 with and without the
+    residual: one 64x128x128 MMA (4 wgmma) per consumer warpgroup, within the H100's
+    227 KiB of shared memory."""
+    pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
+    script = (
+        "from qbench import gluon_gemm as g\n"
+        "for residual in (False, True):\n"
+        f"    k = g.compile_for_sm90(residual, consumers={consumers}, stages={stages})\n"
+        "    print('shared', k.metadata.shared, 'wgmma', k.asm['ptx'].count('wgmma.mma_async'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    lines = [line.split() for line in run.stdout.splitlines() if line.startswith("shared")]
+    assert len(lines) == 2 and all(int(line[3]) == wgmma for line in lines), run.stdout
+    assert all(int(line[1]) <= 232448 for line in lines), run.stdout

@@ -419,7 +419,9 @@ def test_tuned_configs_file_is_well_formed():
 
 
 @pytest.mark.parametrize("q", QDTYPES, ids=ids)
-@pytest.mark.parametrize("m,k,i", [(37, 64, 48), (5, 80, 32), (300, 128, 384), (3000, 2048, 8192)][: None if CUDA else 2])
+@pytest.mark.parametrize(
+    "m,k,i", [(37, 64, 48), (5, 80, 32), (300, 128, 384), (3000, 2048, 8192)][: None if CUDA else 2]
+)
 @KERNELS
 def test_gemm_swiglu_epilogue_is_silu_gate_times_up(q, m, k, i, tma):
     qdtype, qmax = q
@@ -442,7 +444,9 @@ def test_gemm_swiglu_epilogue_is_silu_gate_times_up(q, m, k, i, tma):
 
 @pytest.mark.parametrize("q", QDTYPES, ids=ids)
 # the group is the tile's half-width (128 on a GPU, 32 in the interpreter): i a multiple of it
-@pytest.mark.parametrize("m,k,i", [(37, 64, 128), (5, 80, 256), (3000, 2048, 8192)] if CUDA else [(37, 64, 64), (5, 80, 96)])
+@pytest.mark.parametrize(
+    "m,k,i", [(37, 64, 128), (5, 80, 256), (3000, 2048, 8192)] if CUDA else [(37, 64, 64), (5, 80, 96)]
+)
 @KERNELS
 def test_gemm_swiglu_epilogue_quantizes_per_token_group(q, m, k, i, tma):
     """With quantize_out, the SiLU*mul tile leaves as 8-bit codes and one scale per row and
@@ -500,6 +504,44 @@ def test_gemm_scales_each_group_of_a_in_its_mainloop(q, m, k, n, group, block_k,
     ref = deq.view(m, k) @ (w.double() * sw.double()).t() + r.double()
     err = float((got.double() - ref).norm() / ref.norm())
     assert err < (2e-3 if qdtype != torch.int8 and CUDA else 1e-3), err
+
+
+@pytest.mark.skipif(not CUDA or torch.cuda.get_device_capability() != (9, 0), reason="the Gluon kernel is Hopper's")
+@pytest.mark.parametrize("m,k,n,residual", [(1000, 1024, 384, True), (4096, 8192, 2048, True), (193, 256, 136, False)])
+def test_the_gluon_grouped_gemm_matches_the_triton_one(m, k, n, residual):
+    """On Hopper, w8a8_gemm(..., a_group=128) runs qbench.gluon_gemm's kernel: the exact sum
+    over groups, as the Triton kernel (which a given config forces), at tile edges too
+    (M not a multiple of the 192-row tile, N of 128)."""
+    from qbench import gluon_gemm
+
+    x = rand(m, k, seed=m + k).float().view(m, k // 128, 128)
+    sa = (x.abs().amax(dim=2) / 448.0).clamp(min=1e-8)
+    a = (x / sa.unsqueeze(2)).clamp(-448.0, 448.0).to(torch.float8_e4m3fn).view(m, k)
+    w, sw = schemes.quantize_rows(rand(n, k, seed=n), 448.0, torch.float8_e4m3fn)
+    r = rand(m, n, seed=5) if residual else None
+    assert gluon_gemm.unavailable(a, w, 128, r) is None
+    got = tk.w8a8_gemm(a, sa.t().contiguous(), w, sw.view(1, -1), residual=r, a_group=128)
+    cfg = tk.gemm_config("fp8", m, n, k, torch.device(DEVICE), group=128)
+    triton_out = tk.w8a8_gemm(a, sa.t().contiguous(), w, sw.view(1, -1), residual=r, a_group=128, config=cfg)
+    deq = a.double().view(m, k // 128, 128) * sa.double().unsqueeze(2)
+    ref = deq.view(m, k) @ (w.double() * sw.double()).t() + (r.double() if residual else 0)
+    assert float((got.double() - ref).norm() / ref.norm()) < 2e-3
+    assert float((got.float() - triton_out.float()).abs().max()) <= 2e-3 * float(ref.abs().max())
+
+
+def test_the_gluon_grouped_gemm_says_why_it_cannot_run(monkeypatch):
+    """gluon_gemm.unavailable names what stands in the way (w8a8_gemm then runs Triton's
+    kernel), and grouped_gemm refuses such operands by that name."""
+    from qbench import gluon_gemm
+
+    a = torch.zeros(4, 256, dtype=torch.float8_e4m3fn)
+    w = torch.zeros(8, 256, dtype=torch.float8_e4m3fn)
+    expected = "not a Hopper GPU (sm_90)" if gluon_gemm.gluon is not None else "Gluon"
+    assert expected in gluon_gemm.unavailable(a, w, 128)
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        gluon_gemm.grouped_gemm(a, torch.ones(2, 4), w, torch.ones(8))
+    monkeypatch.setenv("QBENCH_GLUON", "0")
+    assert gluon_gemm.unavailable(a, w, 128) == "QBENCH_GLUON=0"
 
 
 def test_gemm_rejects_a_group_that_does_not_fit():

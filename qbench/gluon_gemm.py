@@ -1,0 +1,275 @@
+"""The down projection's W8A8 fp8 GEMM for Hopper in Gluon (Triton's explicit dialect),
+for activations quantized per token and group of 128 channels (`act_group_size: 128`).
+
+Such an A has a scale per row and K group, so each 128-deep K step's MMA must finish
+before its partial sum is scaled into the fp32 accumulator. Triton's compiler then waits
+on every wgmma (its one instruction stream has nothing else to do meanwhile): 430-670
+TFLOP/s on the H100 against 1240-1300 for the per-token GEMM. Here, as in CUTLASS's
+"cooperative" Hopper kernels and DeepSeek's DeepGEMM:
+- one producer warp issues the TMA loads into a ring of STAGES shared-memory stages;
+- CONSUMERS warpgroups (3) share each tile, 64 rows each. While one scales its partial
+  sum, the others' MMAs keep the tensor cores busy: 1026-1059 TFLOP/s on an H100
+  (scripts/gluon_gemm_probe.py --variant grouped, 2026-11-27; two warpgroups: 860-930).
+
+The result is the same to the bit as the Triton kernel's (`w8a8_gemm(..., a_group=128)`,
+which CPUs and other GPUs keep using). `w8a8_gemm` routes here when `unavailable` says
+nothing stands in the way; QBENCH_GLUON=0 in the environment turns that off.
+
+Gluon has no interpreter: the tests compile this for sm_90 on the CPU
+(tests/test_triton_compile.py) and run it on the GPU (tests/test_gpu.py).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:
+    import triton
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.hopper import (
+        fence_async_shared,
+        mbarrier,
+        tma,
+        warpgroup_mma,
+        warpgroup_mma_wait,
+    )
+
+    # Triton 3.6 names TMA's copies async_copy_global_to_shared / async_copy_shared_to_global,
+    # later versions async_load / async_store (the old names raise): whichever this one has
+    _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
+    _tma_store = getattr(tma, "async_store", None) or tma.async_copy_shared_to_global
+    _jit, _constexpr_function = gluon.jit, gluon.constexpr_function
+except (ImportError, AttributeError):  # pragma: no cover - no Gluon (older triton, or none): Triton's kernel runs
+    gluon = None
+
+    def _jit(fn):
+        return fn
+
+    _constexpr_function = _jit
+
+GROUP = 128  # the K group the kernel scales by: its BLOCK_K
+HALF_M = 64  # rows per consumer warpgroup (one wgmma's M)
+BLOCK_N = 128
+CONSUMERS = 3
+STAGES = 4  # 4 x (3 x 8 + 16) KiB of operands + 3 x 16 KiB of output staging: 208 KiB
+# registers per thread: the producer's warpgroup gives up its own for the consumers'
+# accumulator and partial sum (64 + 64 fp32 each)
+PRODUCER_REGS, CONSUMER_REGS = 24, 160
+
+
+@_constexpr_function
+def acc_layout(rows, cols, num_warps):
+    # one warpgroup's wgmma accumulator: warps stacked along M, the widest N instruction
+    n = 256
+    while n > cols or cols % n:
+        n -= 8
+    return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, n, 32])
+
+
+@_jit
+def _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M: gl.constexpr):
+    # grouped order, as qbench.triton_kernels._grouped_tile: GROUP_M row-blocks share B in L2
+    per_group = GROUP_M * num_pid_n
+    first_m = (tile // per_group) * GROUP_M
+    group_m = gl.minimum(num_pid_m - first_m, GROUP_M)
+    return first_m + ((tile % per_group) % group_m), (tile % per_group) // group_m
+
+
+@_jit
+def _producer(a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr,
+              STAGES: gl.constexpr, A_PARTS: gl.constexpr = 1):  # fmt: skip
+    # every K step of the program's tiles into the ring: stage s = i % STAGES waits until
+    # its last readers released it (empty, opposite parity: the first pass does not wait),
+    # then ready[s] completes when all its bytes landed. A's tile comes in A_PARTS boxes of
+    # rows (a TMA box is a power of two: 3 x 64 rows), a_bufs[s * A_PARTS + j].
+    A_ROWS: gl.constexpr = a_desc.block_type.shape[0]
+    BLOCK_M: gl.constexpr = A_ROWS * A_PARTS
+    BLOCK_K: gl.constexpr = a_desc.block_type.shape[1]
+    BLOCK_N: gl.constexpr = b_desc.block_type.shape[0]
+    num_pid_m = gl.cdiv(M, BLOCK_M)
+    num_pid_n = gl.cdiv(N, BLOCK_N)
+    k_tiles = gl.cdiv(K, BLOCK_K)
+    nbytes: gl.constexpr = A_PARTS * a_desc.block_type.nbytes + b_desc.block_type.nbytes
+    i = 0
+    for tile in range(gl.program_id(0), num_pid_m * num_pid_n, NUM_SMS):
+        pid_m, pid_n = _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M)
+        for k in range(k_tiles):
+            s = i % STAGES
+            mbarrier.wait(empty.index(s), ((i // STAGES) & 1) ^ 1)
+            mbarrier.expect(ready.index(s), nbytes)
+            for j in gl.static_range(A_PARTS):
+                _tma_load(a_desc, [pid_m * BLOCK_M + j * A_ROWS, k * BLOCK_K], ready.index(s),
+                          a_bufs.index(s * A_PARTS + j))  # fmt: skip
+            _tma_load(b_desc, [pid_n * BLOCK_N, k * BLOCK_K], ready.index(s), b_bufs.index(s))
+            i += 1
+
+
+@_jit
+def _grouped_consumer(a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N, K,
+                      HAS_RESIDUAL: gl.constexpr, NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr,
+                      CONSUMERS: gl.constexpr, WHICH: gl.constexpr):  # fmt: skip
+    # rows WHICH * HALF_M ... of every tile of the program: each K step's MMA into a
+    # fresh partial sum, scaled by its group's row scales (sa (K // BLOCK_K, M)) into the
+    # fp32 accumulator; then the per-channel scales (+ residual), fp16, by TMA
+    HALF_M: gl.constexpr = c_desc.block_type.shape[0]
+    BLOCK_N: gl.constexpr = c_desc.block_type.shape[1]
+    BLOCK_K: gl.constexpr = a_bufs.type.shape[2]
+    layout: gl.constexpr = acc_layout(HALF_M, BLOCK_N, gl.num_warps())
+    num_pid_m = gl.cdiv(M, CONSUMERS * HALF_M)
+    num_pid_n = gl.cdiv(N, BLOCK_N)
+    k_tiles = K // BLOCK_K
+    c_buf = c_bufs.index(WHICH)
+    i = 0
+    part = gl.zeros((HALF_M, BLOCK_N), gl.float32, layout=layout)
+    for tile in range(gl.program_id(0), num_pid_m * num_pid_n, NUM_SMS):
+        pid_m, pid_n = _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M)
+        row0 = pid_m * CONSUMERS * HALF_M + WHICH * HALF_M
+        offs_m = row0 + gl.arange(0, HALF_M, layout=gl.SliceLayout(1, layout))
+        row_ok = offs_m < M
+        acc = gl.zeros((HALF_M, BLOCK_N), gl.float32, layout=layout)
+        for k in range(k_tiles):
+            s = i % STAGES
+            mbarrier.wait(ready.index(s), (i // STAGES) & 1)
+            part = warpgroup_mma(a_bufs.index(s * CONSUMERS + WHICH), b_bufs.index(s).permute((1, 0)), part,
+                                 use_acc=False, is_async=True)  # fmt: skip
+            sa = gl.load(sa_ptr + k * M + offs_m, mask=row_ok, other=0.0)  # while the MMA runs
+            part = warpgroup_mma_wait(0, deps=(part, b_bufs.index(s)))[0]
+            mbarrier.arrive(empty.index(s))
+            acc = acc + part * sa[:, None]
+            i += 1
+        offs_n = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, layout))
+        sb = gl.load(sb_ptr + offs_n, mask=offs_n < N, other=0.0)
+        c = acc * sb[None, :]
+        if HAS_RESIDUAL:
+            mask = row_ok[:, None] & (offs_n[None, :] < N)
+            r = gl.load(r_ptr + offs_m.to(gl.int64)[:, None] * stride_r + offs_n[None, :], mask=mask, other=0.0)
+            c = c + r.to(gl.float32)
+        tma.store_wait(0)  # this consumer's previous tile has left c_buf
+        c_buf.store(c.to(c_desc.dtype))
+        fence_async_shared()
+        _tma_store(c_desc, [row0, pid_n * BLOCK_N], c_buf)
+    tma.store_wait(0)
+
+
+@_jit
+def _grouped_gemm_kernel(a_desc, b_desc, c_desc, sa_ptr, sb_ptr, r_ptr, stride_r, M, N, K, HAS_RESIDUAL: gl.constexpr,
+                         NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr, CONSUMERS: gl.constexpr,
+                         PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr):  # fmt: skip
+    # persistent: a producer warp and CONSUMERS (2 or 3) consumer warpgroups sharing each
+    # (CONSUMERS * HALF_M) x BLOCK_N tile; empty[s] counts every consumer
+    a_bufs = gl.allocate_shared_memory(a_desc.dtype, [STAGES * CONSUMERS] + a_desc.block_type.shape, a_desc.layout)
+    b_bufs = gl.allocate_shared_memory(b_desc.dtype, [STAGES] + b_desc.block_type.shape, b_desc.layout)
+    c_bufs = gl.allocate_shared_memory(c_desc.dtype, [CONSUMERS] + c_desc.block_type.shape, c_desc.layout)
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for s in gl.static_range(STAGES):
+        mbarrier.init(ready.index(s), count=1)
+        mbarrier.init(empty.index(s), count=CONSUMERS)
+    fence_async_shared()
+    # the consumers differ only in WHICH, the last argument (a tuple built once and
+    # extended loses its constexprs in Triton 3.6's warp_specialize: spelled out)
+    if CONSUMERS == 3:
+        gl.warp_specialize(
+            [
+                (_grouped_consumer, (a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N,
+                                     K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, 0)),
+                (_grouped_consumer, (a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N,
+                                     K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, 1)),
+                (_grouped_consumer, (a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N,
+                                     K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, 2)),
+                (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS, GROUP_M, STAGES, CONSUMERS)),
+            ],
+            [4, 4, 1],
+            [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS],
+        )  # fmt: skip
+    else:
+        gl.warp_specialize(
+            [
+                (_grouped_consumer, (a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N,
+                                     K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, 0)),
+                (_grouped_consumer, (a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N,
+                                     K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, 1)),
+                (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS, GROUP_M, STAGES, CONSUMERS)),
+            ],
+            [4, 1],
+            [CONSUMER_REGS, PRODUCER_REGS],
+        )  # fmt: skip
+
+
+def _registers(consumers: int) -> tuple[int, int]:
+    # (producer, consumer) registers per thread: 65,536 per SM for (consumers + 1) x 128
+    # threads (the producer warp's warpgroup is padded to 4 warps)
+    return (PRODUCER_REGS, CONSUMER_REGS) if consumers == 3 else (40, 232)
+
+
+def unavailable(a: torch.Tensor, w: torch.Tensor, group: int, residual: torch.Tensor | None = None) -> str | None:
+    """Why `grouped_gemm` cannot take these operands here (then Triton's kernel does), or None."""
+    if os.environ.get("QBENCH_GLUON", "1") == "0":
+        return "QBENCH_GLUON=0"
+    if gluon is None:
+        return "Gluon (triton.experimental.gluon, Triton >= 3.5) is not importable"
+    if not a.is_cuda or torch.cuda.get_device_capability(a.device) != (9, 0):
+        return "not a Hopper GPU (sm_90)"
+    if a.dtype != torch.float8_e4m3fn or w.dtype != a.dtype:
+        return f"{a.dtype} operands (the kernel is fp8 e4m3)"
+    k, n = a.shape[1], w.shape[0]
+    if group != GROUP or k % GROUP or n % 8:
+        return f"group {group}, K {k}, N {n}: the kernel takes groups of {GROUP}, N a multiple of 8"
+    if not (a.is_contiguous() and w.is_contiguous() and (residual is None or residual.is_contiguous())):
+        return "non-contiguous operands"
+    return None
+
+
+def grouped_gemm(
+    a: torch.Tensor, a_scale: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor,
+    residual: torch.Tensor | None = None, consumers: int = CONSUMERS, stages: int = STAGES, group_m: int = 8,
+) -> torch.Tensor:  # fmt: skip
+    """(a @ w.T) * a_scale * w_scale (+ residual), fp16, as `w8a8_gemm(..., a_group=128)`:
+    a (M, K) fp8 e4m3 quantized per row and group of 128 columns, a_scale (K // 128, M)
+    fp32, w (N, K) fp8 e4m3 with w_scale (N,) or (1, N) fp32 per channel."""
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    m, k = a.shape
+    n = w.shape[0]
+    why = unavailable(a, w, GROUP, residual)
+    if why or tuple(a_scale.shape) != (k // GROUP, m) or consumers not in (2, 3):
+        raise ValueError(f"grouped_gemm: {why or ''} a {tuple(a.shape)}, a_scale {tuple(a_scale.shape)} (wants "
+                         f"{(k // GROUP, m)}), consumers {consumers} (2 or 3)")  # fmt: skip
+    c = torch.empty((m, n), device=a.device, dtype=torch.float16)
+    lay = gl.NVMMASharedLayout.get_default_for
+    a_desc = TensorDescriptor.from_tensor(a, [HALF_M, GROUP], lay([HALF_M, GROUP], gl.float8e4nv))
+    b_desc = TensorDescriptor.from_tensor(w, [BLOCK_N, GROUP], lay([BLOCK_N, GROUP], gl.float8e4nv))
+    c_desc = TensorDescriptor.from_tensor(c, [HALF_M, BLOCK_N], lay([HALF_M, BLOCK_N], gl.float16))
+    sms = torch.cuda.get_device_properties(a.device).multi_processor_count
+    tiles = triton.cdiv(m, consumers * HALF_M) * triton.cdiv(n, BLOCK_N)
+    r = residual.reshape(m, n) if residual is not None else c
+    producer_regs, consumer_regs = _registers(consumers)
+    _grouped_gemm_kernel[(min(sms, tiles),)](
+        a_desc, b_desc, c_desc, a_scale.reshape(-1), w_scale.reshape(-1), r, r.stride(0), m, n, k,
+        HAS_RESIDUAL=residual is not None, NUM_SMS=min(sms, tiles), GROUP_M=group_m, STAGES=stages,
+        CONSUMERS=consumers, PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, num_warps=4,
+    )  # fmt: skip
+    return c
+
+
+def compile_for_sm90(residual: bool, consumers: int = CONSUMERS, stages: int = STAGES):
+    """The kernel compiled for sm_90 without a GPU (tests, and the probe's --compile-only)."""
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    producer_regs, consumer_regs = _registers(consumers)
+    const = {"HAS_RESIDUAL": residual, "NUM_SMS": 132, "GROUP_M": 8, "STAGES": stages, "CONSUMERS": consumers,
+             "PRODUCER_REGS": producer_regs, "CONSUMER_REGS": consumer_regs}  # fmt: skip
+    lay = gl.NVMMASharedLayout.get_default_for
+    la, lb = lay([HALF_M, GROUP], gl.float8e4nv), lay([BLOCK_N, GROUP], gl.float8e4nv)
+    lc = lay([HALF_M, BLOCK_N], gl.float16)
+    sig = {"a_desc": f"tensordesc<fp8e4nv[{HALF_M}, {GROUP}],{la!r}>",
+           "b_desc": f"tensordesc<fp8e4nv[{BLOCK_N}, {GROUP}],{lb!r}>",
+           "c_desc": f"tensordesc<fp16[{HALF_M}, {BLOCK_N}],{lc!r}>", "sa_ptr": "*fp32", "sb_ptr": "*fp32",
+           "r_ptr": "*fp16"}  # fmt: skip
+    fn = _grouped_gemm_kernel
+    sig = {name: "constexpr" if name in const else sig.get(name, "i32") for name in fn.arg_names}
+    return triton.compile(GluonASTSource(fn, sig, const), target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
