@@ -108,12 +108,13 @@ def _producer(a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS: gl
 
 
 @_jit
-def _grouped_consumer(a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N, K,
+def _grouped_consumer(a_bufs, b_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr, M, N, K,
                       HAS_RESIDUAL: gl.constexpr, NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr,
                       CONSUMERS: gl.constexpr, WHICH: gl.constexpr):  # fmt: skip
     # rows WHICH * HALF_M ... of every tile of the program: each K step's MMA into a
     # fresh partial sum, scaled by its group's row scales (sa (K // BLOCK_K, M)) into the
-    # fp32 accumulator; then the per-channel scales (+ residual), fp16, by TMA
+    # fp32 accumulator; then the per-channel scales (+ the residual, which TMA brought into
+    # c_buf during the mainloop), fp16, by TMA from c_buf
     HALF_M: gl.constexpr = c_desc.block_type.shape[0]
     BLOCK_N: gl.constexpr = c_desc.block_type.shape[1]
     BLOCK_K: gl.constexpr = a_bufs.type.shape[2]
@@ -123,39 +124,51 @@ def _grouped_consumer(a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_p
     k_tiles = K // BLOCK_K
     c_buf = c_bufs.index(WHICH)
     i = 0
-    part = gl.zeros((HALF_M, BLOCK_N), gl.float32, layout=layout)
+    t = 0
     for tile in range(gl.program_id(0), num_pid_m * num_pid_n, NUM_SMS):
         pid_m, pid_n = _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M)
         row0 = pid_m * CONSUMERS * HALF_M + WHICH * HALF_M
         offs_m = row0 + gl.arange(0, HALF_M, layout=gl.SliceLayout(1, layout))
         row_ok = offs_m < M
+        if HAS_RESIDUAL:
+            # the residual's tile into c_buf once the previous tile's store has left it:
+            # in the epilogue it is there, and no registers hold 64-bit addresses for it
+            tma.store_wait(0)
+            mbarrier.expect(r_ready.index(WHICH), r_desc.block_type.nbytes)
+            _tma_load(r_desc, [row0, pid_n * BLOCK_N], r_ready.index(WHICH), c_buf)
         acc = gl.zeros((HALF_M, BLOCK_N), gl.float32, layout=layout)
+        # the partial sum lives in the mainloop only: its registers are free in the epilogue
+        part = gl.zeros((HALF_M, BLOCK_N), gl.float32, layout=layout)
+        sa = gl.load(sa_ptr + offs_m, mask=row_ok, other=0.0)
         for k in range(k_tiles):
             s = i % STAGES
             mbarrier.wait(ready.index(s), (i // STAGES) & 1)
             part = warpgroup_mma(a_bufs.index(s * CONSUMERS + WHICH), b_bufs.index(s).permute((1, 0)), part,
                                  use_acc=False, is_async=True)  # fmt: skip
-            sa = gl.load(sa_ptr + k * M + offs_m, mask=row_ok, other=0.0)  # while the MMA runs
+            # the next group's scales load while the MMA runs
+            sa_next = gl.load(sa_ptr + (k + 1) * M + offs_m, mask=row_ok & (k + 1 < k_tiles), other=0.0)
             part = warpgroup_mma_wait(0, deps=(part, b_bufs.index(s)))[0]
             mbarrier.arrive(empty.index(s))
             acc = acc + part * sa[:, None]
+            sa = sa_next
             i += 1
         offs_n = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, layout))
         sb = gl.load(sb_ptr + offs_n, mask=offs_n < N, other=0.0)
         c = acc * sb[None, :]
         if HAS_RESIDUAL:
-            mask = row_ok[:, None] & (offs_n[None, :] < N)
-            r = gl.load(r_ptr + offs_m.to(gl.int64)[:, None] * stride_r + offs_n[None, :], mask=mask, other=0.0)
-            c = c + r.to(gl.float32)
-        tma.store_wait(0)  # this consumer's previous tile has left c_buf
+            mbarrier.wait(r_ready.index(WHICH), t & 1)
+            c = c + c_buf.load(layout).to(gl.float32)
+        else:
+            tma.store_wait(0)  # this consumer's previous tile has left c_buf
         c_buf.store(c.to(c_desc.dtype))
         fence_async_shared()
         _tma_store(c_desc, [row0, pid_n * BLOCK_N], c_buf)
+        t += 1  # noqa: SIM113 (Gluon has no enumerate)
     tma.store_wait(0)
 
 
 @_jit
-def _grouped_gemm_kernel(a_desc, b_desc, c_desc, sa_ptr, sb_ptr, r_ptr, stride_r, M, N, K, HAS_RESIDUAL: gl.constexpr,
+def _grouped_gemm_kernel(a_desc, b_desc, c_desc, r_desc, sa_ptr, sb_ptr, M, N, K, HAS_RESIDUAL: gl.constexpr,
                          NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr, CONSUMERS: gl.constexpr,
                          PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr):  # fmt: skip
     # persistent: a producer warp and CONSUMERS (2 or 3) consumer warpgroups sharing each
@@ -165,21 +178,24 @@ def _grouped_gemm_kernel(a_desc, b_desc, c_desc, sa_ptr, sb_ptr, r_ptr, stride_r
     c_bufs = gl.allocate_shared_memory(c_desc.dtype, [CONSUMERS] + c_desc.block_type.shape, c_desc.layout)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    r_ready = gl.allocate_shared_memory(gl.int64, [CONSUMERS, 1], mbarrier.MBarrierLayout())
     for s in gl.static_range(STAGES):
         mbarrier.init(ready.index(s), count=1)
         mbarrier.init(empty.index(s), count=CONSUMERS)
+    for s in gl.static_range(CONSUMERS):
+        mbarrier.init(r_ready.index(s), count=1)
     fence_async_shared()
     # the consumers differ only in WHICH, the last argument (a tuple built once and
     # extended loses its constexprs in Triton 3.6's warp_specialize: spelled out)
     if CONSUMERS == 3:
         gl.warp_specialize(
             [
-                (_grouped_consumer, (a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N,
-                                     K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, 0)),
-                (_grouped_consumer, (a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N,
-                                     K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, 1)),
-                (_grouped_consumer, (a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N,
-                                     K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, 2)),
+                (_grouped_consumer, (a_bufs, b_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr, M,
+                                     N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, 0)),
+                (_grouped_consumer, (a_bufs, b_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr, M,
+                                     N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, 1)),
+                (_grouped_consumer, (a_bufs, b_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr, M,
+                                     N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, 2)),
                 (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS, GROUP_M, STAGES, CONSUMERS)),
             ],
             [4, 4, 1],
@@ -188,10 +204,10 @@ def _grouped_gemm_kernel(a_desc, b_desc, c_desc, sa_ptr, sb_ptr, r_ptr, stride_r
     else:
         gl.warp_specialize(
             [
-                (_grouped_consumer, (a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N,
-                                     K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, 0)),
-                (_grouped_consumer, (a_bufs, b_bufs, c_desc, c_bufs, ready, empty, sa_ptr, sb_ptr, r_ptr, stride_r, M, N,
-                                     K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, 1)),
+                (_grouped_consumer, (a_bufs, b_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr, M,
+                                     N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, 0)),
+                (_grouped_consumer, (a_bufs, b_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr, M,
+                                     N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, 1)),
                 (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS, GROUP_M, STAGES, CONSUMERS)),
             ],
             [4, 1],
@@ -245,10 +261,14 @@ def grouped_gemm(
     c_desc = TensorDescriptor.from_tensor(c, [HALF_M, BLOCK_N], lay([HALF_M, BLOCK_N], gl.float16))
     sms = torch.cuda.get_device_properties(a.device).multi_processor_count
     tiles = triton.cdiv(m, consumers * HALF_M) * triton.cdiv(n, BLOCK_N)
-    r = residual.reshape(m, n) if residual is not None else c
+    r_desc = c_desc  # unused without a residual
+    if residual is not None:
+        r_desc = TensorDescriptor.from_tensor(
+            residual.reshape(m, n), [HALF_M, BLOCK_N], lay([HALF_M, BLOCK_N], gl.float16)
+        )
     producer_regs, consumer_regs = _registers(consumers)
     _grouped_gemm_kernel[(min(sms, tiles),)](
-        a_desc, b_desc, c_desc, a_scale.reshape(-1), w_scale.reshape(-1), r, r.stride(0), m, n, k,
+        a_desc, b_desc, c_desc, r_desc, a_scale.reshape(-1), w_scale.reshape(-1), m, n, k,
         HAS_RESIDUAL=residual is not None, NUM_SMS=min(sms, tiles), GROUP_M=group_m, STAGES=stages,
         CONSUMERS=consumers, PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, num_warps=4,
     )  # fmt: skip
@@ -268,8 +288,8 @@ def compile_for_sm90(residual: bool, consumers: int = CONSUMERS, stages: int = S
     lc = lay([HALF_M, BLOCK_N], gl.float16)
     sig = {"a_desc": f"tensordesc<fp8e4nv[{HALF_M}, {GROUP}],{la!r}>",
            "b_desc": f"tensordesc<fp8e4nv[{BLOCK_N}, {GROUP}],{lb!r}>",
-           "c_desc": f"tensordesc<fp16[{HALF_M}, {BLOCK_N}],{lc!r}>", "sa_ptr": "*fp32", "sb_ptr": "*fp32",
-           "r_ptr": "*fp16"}  # fmt: skip
+           "c_desc": f"tensordesc<fp16[{HALF_M}, {BLOCK_N}],{lc!r}>",
+           "r_desc": f"tensordesc<fp16[{HALF_M}, {BLOCK_N}],{lc!r}>", "sa_ptr": "*fp32", "sb_ptr": "*fp32"}  # fmt: skip
     fn = _grouped_gemm_kernel
     sig = {name: "constexpr" if name in const else sig.get(name, "i32") for name in fn.arg_names}
     return triton.compile(GluonASTSource(fn, sig, const), target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
