@@ -10,7 +10,7 @@ a GPU the parts' sum should be close to the timed latency (kernel time; graph re
 small gaps between kernels); eager int8's casts and multiplies should sit in quantization.
 
     python scripts/bench_breakdown.py [--configfile config/config.yaml] [--batch 128] [--json out.json]
-        [--schemes w8a8-fp8 --impls triton [--fused-rotary] [--triton-attention]]
+        [--schemes w8a8-fp8 --impls triton [--fused-rotary] [--triton-attention] [--act-group-size 128]]
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ def main() -> None:
     ap.add_argument("--json", help="write every case's parts and kernels here")
     ap.add_argument("--fused-rotary", action="store_true",
                     help="impl triton: rotary embeddings in the q|k|v GEMM's epilogue (TritonDecoderLayer.fused_rotary)")
+    ap.add_argument("--act-group-size", type=int,
+                    help="impl triton: the down projection's input quantized per token and group of this many channels")
     ap.add_argument("--triton-attention", action="store_true",
                     help="impl triton: rotary and attention in one Triton kernel (TritonDecoderLayer.triton_attention)")
     args = ap.parse_args()
@@ -61,7 +63,8 @@ def main() -> None:
             with torch.inference_mode():
                 # the impl's own model, as a measurement job builds it (impl was ignored
                 # here before: `--impls triton` profiled the compile path)
-                model = schemes.apply_scheme(build_model(wl, device, torch.float16, 0), scheme, impl)
+                model = schemes.apply_scheme(build_model(wl, device, torch.float16, 0), scheme, impl,
+                                             act_group_size=args.act_group_size if impl == "triton" else None)  # fmt: skip
                 x = make_input(wl, batch, device, schemes.activation_dtype(scheme, impl), 0)
             if impl != "eager":
                 model = schemes.compile_model(model)
