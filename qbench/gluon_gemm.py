@@ -108,9 +108,28 @@ def _producer(a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS: gl
 
 
 @_jit
+def _issue(a_bufs, b_bufs, ready, part, i, STAGES: gl.constexpr, CONSUMERS: gl.constexpr, WHICH: gl.constexpr):
+    # the MMA of the program's i-th K step into a fresh partial sum, once its operands landed
+    s = i % STAGES
+    mbarrier.wait(ready.index(s), (i // STAGES) & 1)
+    return warpgroup_mma(a_bufs.index(s * CONSUMERS + WHICH), b_bufs.index(s).permute((1, 0)), part, use_acc=False,
+                         is_async=True)  # fmt: skip
+
+
+@_jit
+def _retire(part, acc, b_bufs, empty, sa, i, PENDING: gl.constexpr, STAGES: gl.constexpr):
+    # the i-th K step's MMA done (PENDING younger ones may run on): its stage back to the
+    # producer, its partial sum scaled by the group's row scales sa into acc
+    s = i % STAGES
+    part = warpgroup_mma_wait(PENDING, deps=(part, b_bufs.index(s)))[0]
+    mbarrier.arrive(empty.index(s))
+    return part, acc + part * sa[:, None]
+
+
+@_jit
 def _grouped_consumer(a_bufs, b_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr, M, N, K,
                       HAS_RESIDUAL: gl.constexpr, NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr,
-                      CONSUMERS: gl.constexpr, WHICH: gl.constexpr):  # fmt: skip
+                      CONSUMERS: gl.constexpr, PARTS: gl.constexpr, WHICH: gl.constexpr):  # fmt: skip
     # rows WHICH * HALF_M ... of every tile of the program: each K step's MMA into a
     # fresh partial sum, scaled by its group's row scales (sa (K // BLOCK_K, M)) into the
     # fp32 accumulator; then the per-channel scales (+ the residual, which TMA brought into
@@ -137,21 +156,33 @@ def _grouped_consumer(a_bufs, b_bufs, c_desc, r_desc, c_bufs, ready, empty, r_re
             mbarrier.expect(r_ready.index(WHICH), r_desc.block_type.nbytes)
             _tma_load(r_desc, [row0, pid_n * BLOCK_N], r_ready.index(WHICH), c_buf)
         acc = gl.zeros((HALF_M, BLOCK_N), gl.float32, layout=layout)
-        # the partial sum lives in the mainloop only: its registers are free in the epilogue
-        part = gl.zeros((HALF_M, BLOCK_N), gl.float32, layout=layout)
-        sa = gl.load(sa_ptr + offs_m, mask=row_ok, other=0.0)
-        for k in range(k_tiles):
-            s = i % STAGES
-            mbarrier.wait(ready.index(s), (i // STAGES) & 1)
-            part = warpgroup_mma(a_bufs.index(s * CONSUMERS + WHICH), b_bufs.index(s).permute((1, 0)), part,
-                                 use_acc=False, is_async=True)  # fmt: skip
-            # the next group's scales load while the MMA runs
-            sa_next = gl.load(sa_ptr + (k + 1) * M + offs_m, mask=row_ok & (k + 1 < k_tiles), other=0.0)
-            part = warpgroup_mma_wait(0, deps=(part, b_bufs.index(s)))[0]
-            mbarrier.arrive(empty.index(s))
-            acc = acc + part * sa[:, None]
-            sa = sa_next
-            i += 1
+        # the partial sums live in the mainloop only: their registers are free in the epilogue
+        p0 = gl.zeros((HALF_M, BLOCK_N), gl.float32, layout=layout)
+        if PARTS == 1:
+            for k in range(k_tiles):
+                p0 = _issue(a_bufs, b_bufs, ready, p0, i, STAGES, CONSUMERS, WHICH)
+                sa = gl.load(sa_ptr + k * M + offs_m, mask=row_ok, other=0.0)  # while the MMA runs
+                p0, acc = _retire(p0, acc, b_bufs, empty, sa, i, 0, STAGES)
+                i += 1
+        else:
+            # two partial sums: step k + 1's MMA runs while step k's is scaled (K an even
+            # number of steps), so each warpgroup always has an MMA in flight
+            p1 = gl.zeros((HALF_M, BLOCK_N), gl.float32, layout=layout)
+            p0 = _issue(a_bufs, b_bufs, ready, p0, i, STAGES, CONSUMERS, WHICH)
+            for k in range(0, k_tiles - 2, 2):
+                p1 = _issue(a_bufs, b_bufs, ready, p1, i + 1, STAGES, CONSUMERS, WHICH)
+                sa = gl.load(sa_ptr + k * M + offs_m, mask=row_ok, other=0.0)
+                p0, acc = _retire(p0, acc, b_bufs, empty, sa, i, 1, STAGES)
+                p0 = _issue(a_bufs, b_bufs, ready, p0, i + 2, STAGES, CONSUMERS, WHICH)
+                sa = gl.load(sa_ptr + (k + 1) * M + offs_m, mask=row_ok, other=0.0)
+                p1, acc = _retire(p1, acc, b_bufs, empty, sa, i + 1, 1, STAGES)
+                i += 2
+            p1 = _issue(a_bufs, b_bufs, ready, p1, i + 1, STAGES, CONSUMERS, WHICH)
+            sa = gl.load(sa_ptr + (k_tiles - 2) * M + offs_m, mask=row_ok, other=0.0)
+            p0, acc = _retire(p0, acc, b_bufs, empty, sa, i, 1, STAGES)
+            sa = gl.load(sa_ptr + (k_tiles - 1) * M + offs_m, mask=row_ok, other=0.0)
+            p1, acc = _retire(p1, acc, b_bufs, empty, sa, i + 1, 0, STAGES)
+            i += 2
         offs_n = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, layout))
         sb = gl.load(sb_ptr + offs_n, mask=offs_n < N, other=0.0)
         c = acc * sb[None, :]
@@ -170,7 +201,7 @@ def _grouped_consumer(a_bufs, b_bufs, c_desc, r_desc, c_bufs, ready, empty, r_re
 @_jit
 def _grouped_gemm_kernel(a_desc, b_desc, c_desc, r_desc, sa_ptr, sb_ptr, M, N, K, HAS_RESIDUAL: gl.constexpr,
                          NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr, CONSUMERS: gl.constexpr,
-                         PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr):  # fmt: skip
+                         PARTS: gl.constexpr, PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr):  # fmt: skip
     # persistent: a producer warp and CONSUMERS (2 or 3) consumer warpgroups sharing each
     # (CONSUMERS * HALF_M) x BLOCK_N tile; empty[s] counts every consumer
     a_bufs = gl.allocate_shared_memory(a_desc.dtype, [STAGES * CONSUMERS] + a_desc.block_type.shape, a_desc.layout)
@@ -191,11 +222,11 @@ def _grouped_gemm_kernel(a_desc, b_desc, c_desc, r_desc, sa_ptr, sb_ptr, M, N, K
         gl.warp_specialize(
             [
                 (_grouped_consumer, (a_bufs, b_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr, M,
-                                     N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, 0)),
+                                     N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, PARTS, 0)),
                 (_grouped_consumer, (a_bufs, b_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr, M,
-                                     N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, 1)),
+                                     N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, PARTS, 1)),
                 (_grouped_consumer, (a_bufs, b_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr, M,
-                                     N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, 2)),
+                                     N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, PARTS, 2)),
                 (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS, GROUP_M, STAGES, CONSUMERS)),
             ],
             [4, 4, 1],
@@ -205,9 +236,9 @@ def _grouped_gemm_kernel(a_desc, b_desc, c_desc, r_desc, sa_ptr, sb_ptr, M, N, K
         gl.warp_specialize(
             [
                 (_grouped_consumer, (a_bufs, b_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr, M,
-                                     N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, 0)),
+                                     N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, PARTS, 0)),
                 (_grouped_consumer, (a_bufs, b_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr, M,
-                                     N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, 1)),
+                                     N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, PARTS, 1)),
                 (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS, GROUP_M, STAGES, CONSUMERS)),
             ],
             [4, 1],
@@ -218,7 +249,7 @@ def _grouped_gemm_kernel(a_desc, b_desc, c_desc, r_desc, sa_ptr, sb_ptr, M, N, K
 def _registers(consumers: int) -> tuple[int, int]:
     # (producer, consumer) registers per thread: 65,536 per SM for (consumers + 1) x 128
     # threads (the producer warp's warpgroup is padded to 4 warps)
-    return (PRODUCER_REGS, CONSUMER_REGS) if consumers == 3 else (40, 232)
+    return (PRODUCER_REGS, CONSUMER_REGS) if consumers == 3 else (24, 240)
 
 
 def unavailable(a: torch.Tensor, w: torch.Tensor, group: int, residual: torch.Tensor | None = None) -> str | None:
@@ -242,6 +273,7 @@ def unavailable(a: torch.Tensor, w: torch.Tensor, group: int, residual: torch.Te
 def grouped_gemm(
     a: torch.Tensor, a_scale: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor,
     residual: torch.Tensor | None = None, consumers: int = CONSUMERS, stages: int = STAGES, group_m: int = 8,
+    parts: int = 1,
 ) -> torch.Tensor:  # fmt: skip
     """(a @ w.T) * a_scale * w_scale (+ residual), fp16, as `w8a8_gemm(..., a_group=128)`:
     a (M, K) fp8 e4m3 quantized per row and group of 128 columns, a_scale (K // 128, M)
@@ -270,19 +302,19 @@ def grouped_gemm(
     _grouped_gemm_kernel[(min(sms, tiles),)](
         a_desc, b_desc, c_desc, r_desc, a_scale.reshape(-1), w_scale.reshape(-1), m, n, k,
         HAS_RESIDUAL=residual is not None, NUM_SMS=min(sms, tiles), GROUP_M=group_m, STAGES=stages,
-        CONSUMERS=consumers, PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, num_warps=4,
+        CONSUMERS=consumers, PARTS=parts, PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, num_warps=4,
     )  # fmt: skip
     return c
 
 
-def compile_for_sm90(residual: bool, consumers: int = CONSUMERS, stages: int = STAGES):
+def compile_for_sm90(residual: bool, consumers: int = CONSUMERS, stages: int = STAGES, parts: int = 1):
     """The kernel compiled for sm_90 without a GPU (tests, and the probe's --compile-only)."""
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 
     producer_regs, consumer_regs = _registers(consumers)
     const = {"HAS_RESIDUAL": residual, "NUM_SMS": 132, "GROUP_M": 8, "STAGES": stages, "CONSUMERS": consumers,
-             "PRODUCER_REGS": producer_regs, "CONSUMER_REGS": consumer_regs}  # fmt: skip
+             "PARTS": parts, "PRODUCER_REGS": producer_regs, "CONSUMER_REGS": consumer_regs}  # fmt: skip
     lay = gl.NVMMASharedLayout.get_default_for
     la, lb = lay([HALF_M, GROUP], gl.float8e4nv), lay([BLOCK_N, GROUP], gl.float8e4nv)
     lc = lay([HALF_M, BLOCK_N], gl.float16)
