@@ -108,22 +108,43 @@ def _producer(a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS: gl
 
 
 @_jit
-def _issue(a_bufs, b_bufs, ready, part, i, STAGES: gl.constexpr, CONSUMERS: gl.constexpr, WHICH: gl.constexpr):
-    # the MMA of the program's i-th K step into a fresh partial sum, once its operands landed
+def _issue(a_bufs, b_bufs, ready, part, i, h, STAGES: gl.constexpr, CONSUMERS: gl.constexpr, WHICH: gl.constexpr,
+           WAIT: gl.constexpr):  # fmt: skip
+    # the MMA of the program's i-th K step into a fresh partial sum: this consumer's rows
+    # of A against B's rows h * BN ... (BN: the partial's width), once the stage landed
     s = i % STAGES
-    mbarrier.wait(ready.index(s), (i // STAGES) & 1)
-    return warpgroup_mma(a_bufs.index(s * CONSUMERS + WHICH), b_bufs.index(s).permute((1, 0)), part, use_acc=False,
-                         is_async=True)  # fmt: skip
+    if WAIT:
+        mbarrier.wait(ready.index(s), (i // STAGES) & 1)
+    BN: gl.constexpr = part.type.shape[1]
+    b = b_bufs.index(s).slice(h * BN, BN)
+    return warpgroup_mma(a_bufs.index(s * CONSUMERS + WHICH), b.permute((1, 0)), part, use_acc=False, is_async=True)
 
 
 @_jit
-def _retire(part, acc, b_bufs, empty, sa, i, PENDING: gl.constexpr, STAGES: gl.constexpr):
-    # the i-th K step's MMA done (PENDING younger ones may run on): its stage back to the
-    # producer, its partial sum scaled by the group's row scales sa into acc
-    s = i % STAGES
-    part = warpgroup_mma_wait(PENDING, deps=(part, b_bufs.index(s)))[0]
-    mbarrier.arrive(empty.index(s))
+def _retire(part, acc, b_bufs, sa, i, PENDING: gl.constexpr, STAGES: gl.constexpr):
+    # the partial sum of the i-th K step done (PENDING younger MMAs may run on), scaled by
+    # its group's row scales sa into acc
+    part = warpgroup_mma_wait(PENDING, deps=(part, b_bufs.index(i % STAGES)))[0]
     return part, acc + part * sa[:, None]
+
+
+@_jit
+def _store_part(acc, h, c_desc, c_bufs, r_ready, sb_ptr, row0, col0, t, N, HAS_RESIDUAL: gl.constexpr,
+                PARTS: gl.constexpr, WHICH: gl.constexpr):  # fmt: skip
+    # part h of the tile: the per-channel scales (+ the residual, which TMA brought into
+    # its staging buffer during the mainloop), fp16, by TMA
+    BN: gl.constexpr = c_desc.block_type.shape[1]
+    c_buf = c_bufs.index(WHICH * PARTS + h)
+    offs_n = col0 + h * BN + gl.arange(0, BN, layout=gl.SliceLayout(0, acc.type.layout))
+    c = acc * gl.load(sb_ptr + offs_n, mask=offs_n < N, other=0.0)[None, :]
+    if HAS_RESIDUAL:
+        mbarrier.wait(r_ready.index(WHICH), t & 1)
+        c = c + c_buf.load(acc.type.layout).to(gl.float32)
+    else:
+        tma.store_wait(PARTS - 1)  # this buffer's previous tile has left it
+    c_buf.store(c.to(c_desc.dtype))
+    fence_async_shared()
+    _tma_store(c_desc, [row0, col0 + h * BN], c_buf)
 
 
 @_jit
@@ -132,68 +153,64 @@ def _grouped_consumer(a_bufs, b_bufs, c_desc, r_desc, c_bufs, ready, empty, r_re
                       CONSUMERS: gl.constexpr, PARTS: gl.constexpr, WHICH: gl.constexpr):  # fmt: skip
     # rows WHICH * HALF_M ... of every tile of the program: each K step's MMA into a
     # fresh partial sum, scaled by its group's row scales (sa (K // BLOCK_K, M)) into the
-    # fp32 accumulator; then the per-channel scales (+ the residual, which TMA brought into
-    # c_buf during the mainloop), fp16, by TMA from c_buf
+    # fp32 accumulator. PARTS = 2 splits the tile's columns in two partial sums (and two
+    # accumulators) that alternate: one half's MMA runs while the other half is scaled,
+    # so the warpgroup always has an MMA in flight, in the registers of one.
     HALF_M: gl.constexpr = c_desc.block_type.shape[0]
-    BLOCK_N: gl.constexpr = c_desc.block_type.shape[1]
+    BN: gl.constexpr = c_desc.block_type.shape[1]  # a partial sum's width
+    BLOCK_N: gl.constexpr = BN * PARTS
     BLOCK_K: gl.constexpr = a_bufs.type.shape[2]
-    layout: gl.constexpr = acc_layout(HALF_M, BLOCK_N, gl.num_warps())
+    layout: gl.constexpr = acc_layout(HALF_M, BN, gl.num_warps())
     num_pid_m = gl.cdiv(M, CONSUMERS * HALF_M)
     num_pid_n = gl.cdiv(N, BLOCK_N)
     k_tiles = K // BLOCK_K
-    c_buf = c_bufs.index(WHICH)
     i = 0
     t = 0
     for tile in range(gl.program_id(0), num_pid_m * num_pid_n, NUM_SMS):
         pid_m, pid_n = _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M)
         row0 = pid_m * CONSUMERS * HALF_M + WHICH * HALF_M
+        col0 = pid_n * BLOCK_N
         offs_m = row0 + gl.arange(0, HALF_M, layout=gl.SliceLayout(1, layout))
         row_ok = offs_m < M
         if HAS_RESIDUAL:
-            # the residual's tile into c_buf once the previous tile's store has left it:
-            # in the epilogue it is there, and no registers hold 64-bit addresses for it
+            # the residual's tile into the staging buffers once the previous tile's stores
+            # have left them: in the epilogue it is there, and no registers hold its addresses
             tma.store_wait(0)
-            mbarrier.expect(r_ready.index(WHICH), r_desc.block_type.nbytes)
-            _tma_load(r_desc, [row0, pid_n * BLOCK_N], r_ready.index(WHICH), c_buf)
-        acc = gl.zeros((HALF_M, BLOCK_N), gl.float32, layout=layout)
+            mbarrier.expect(r_ready.index(WHICH), PARTS * r_desc.block_type.nbytes)
+            for h in gl.static_range(PARTS):
+                _tma_load(r_desc, [row0, col0 + h * BN], r_ready.index(WHICH), c_bufs.index(WHICH * PARTS + h))
         # the partial sums live in the mainloop only: their registers are free in the epilogue
-        p0 = gl.zeros((HALF_M, BLOCK_N), gl.float32, layout=layout)
+        acc0 = gl.zeros((HALF_M, BN), gl.float32, layout=layout)
+        p0 = gl.zeros((HALF_M, BN), gl.float32, layout=layout)
         if PARTS == 1:
             for k in range(k_tiles):
-                p0 = _issue(a_bufs, b_bufs, ready, p0, i, STAGES, CONSUMERS, WHICH)
+                p0 = _issue(a_bufs, b_bufs, ready, p0, i, 0, STAGES, CONSUMERS, WHICH, True)
                 sa = gl.load(sa_ptr + k * M + offs_m, mask=row_ok, other=0.0)  # while the MMA runs
-                p0, acc = _retire(p0, acc, b_bufs, empty, sa, i, 0, STAGES)
+                p0, acc0 = _retire(p0, acc0, b_bufs, sa, i, 0, STAGES)
+                mbarrier.arrive(empty.index(i % STAGES))
                 i += 1
+            _store_part(acc0, 0, c_desc, c_bufs, r_ready, sb_ptr, row0, col0, t, N, HAS_RESIDUAL, PARTS, WHICH)
         else:
-            # two partial sums: step k + 1's MMA runs while step k's is scaled (K an even
-            # number of steps), so each warpgroup always has an MMA in flight
-            p1 = gl.zeros((HALF_M, BLOCK_N), gl.float32, layout=layout)
-            p0 = _issue(a_bufs, b_bufs, ready, p0, i, STAGES, CONSUMERS, WHICH)
-            for k in range(0, k_tiles - 2, 2):
-                p1 = _issue(a_bufs, b_bufs, ready, p1, i + 1, STAGES, CONSUMERS, WHICH)
+            acc1 = gl.zeros((HALF_M, BN), gl.float32, layout=layout)
+            p1 = gl.zeros((HALF_M, BN), gl.float32, layout=layout)
+            p0 = _issue(a_bufs, b_bufs, ready, p0, i, 0, STAGES, CONSUMERS, WHICH, True)
+            p1 = _issue(a_bufs, b_bufs, ready, p1, i, 1, STAGES, CONSUMERS, WHICH, False)
+            for k in range(k_tiles - 1):
+                # in flight: step k's halves 0 and 1, in that order
                 sa = gl.load(sa_ptr + k * M + offs_m, mask=row_ok, other=0.0)
-                p0, acc = _retire(p0, acc, b_bufs, empty, sa, i, 1, STAGES)
-                p0 = _issue(a_bufs, b_bufs, ready, p0, i + 2, STAGES, CONSUMERS, WHICH)
-                sa = gl.load(sa_ptr + (k + 1) * M + offs_m, mask=row_ok, other=0.0)
-                p1, acc = _retire(p1, acc, b_bufs, empty, sa, i + 1, 1, STAGES)
-                i += 2
-            p1 = _issue(a_bufs, b_bufs, ready, p1, i + 1, STAGES, CONSUMERS, WHICH)
-            sa = gl.load(sa_ptr + (k_tiles - 2) * M + offs_m, mask=row_ok, other=0.0)
-            p0, acc = _retire(p0, acc, b_bufs, empty, sa, i, 1, STAGES)
+                p0, acc0 = _retire(p0, acc0, b_bufs, sa, i, 1, STAGES)
+                p0 = _issue(a_bufs, b_bufs, ready, p0, i + 1, 0, STAGES, CONSUMERS, WHICH, True)
+                p1, acc1 = _retire(p1, acc1, b_bufs, sa, i, 1, STAGES)
+                mbarrier.arrive(empty.index(i % STAGES))  # both halves of step k have read it
+                p1 = _issue(a_bufs, b_bufs, ready, p1, i + 1, 1, STAGES, CONSUMERS, WHICH, False)
+                i += 1
             sa = gl.load(sa_ptr + (k_tiles - 1) * M + offs_m, mask=row_ok, other=0.0)
-            p1, acc = _retire(p1, acc, b_bufs, empty, sa, i + 1, 0, STAGES)
-            i += 2
-        offs_n = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, layout))
-        sb = gl.load(sb_ptr + offs_n, mask=offs_n < N, other=0.0)
-        c = acc * sb[None, :]
-        if HAS_RESIDUAL:
-            mbarrier.wait(r_ready.index(WHICH), t & 1)
-            c = c + c_buf.load(layout).to(gl.float32)
-        else:
-            tma.store_wait(0)  # this consumer's previous tile has left c_buf
-        c_buf.store(c.to(c_desc.dtype))
-        fence_async_shared()
-        _tma_store(c_desc, [row0, pid_n * BLOCK_N], c_buf)
+            p0, acc0 = _retire(p0, acc0, b_bufs, sa, i, 1, STAGES)
+            p1, acc1 = _retire(p1, acc1, b_bufs, sa, i, 0, STAGES)
+            mbarrier.arrive(empty.index(i % STAGES))
+            i += 1
+            _store_part(acc0, 0, c_desc, c_bufs, r_ready, sb_ptr, row0, col0, t, N, HAS_RESIDUAL, PARTS, WHICH)
+            _store_part(acc1, 1, c_desc, c_bufs, r_ready, sb_ptr, row0, col0, t, N, HAS_RESIDUAL, PARTS, WHICH)
         t += 1  # noqa: SIM113 (Gluon has no enumerate)
     tma.store_wait(0)
 
@@ -206,7 +223,7 @@ def _grouped_gemm_kernel(a_desc, b_desc, c_desc, r_desc, sa_ptr, sb_ptr, M, N, K
     # (CONSUMERS * HALF_M) x BLOCK_N tile; empty[s] counts every consumer
     a_bufs = gl.allocate_shared_memory(a_desc.dtype, [STAGES * CONSUMERS] + a_desc.block_type.shape, a_desc.layout)
     b_bufs = gl.allocate_shared_memory(b_desc.dtype, [STAGES] + b_desc.block_type.shape, b_desc.layout)
-    c_bufs = gl.allocate_shared_memory(c_desc.dtype, [CONSUMERS] + c_desc.block_type.shape, c_desc.layout)
+    c_bufs = gl.allocate_shared_memory(c_desc.dtype, [CONSUMERS * PARTS] + c_desc.block_type.shape, c_desc.layout)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     r_ready = gl.allocate_shared_memory(gl.int64, [CONSUMERS, 1], mbarrier.MBarrierLayout())
@@ -290,14 +307,13 @@ def grouped_gemm(
     lay = gl.NVMMASharedLayout.get_default_for
     a_desc = TensorDescriptor.from_tensor(a, [HALF_M, GROUP], lay([HALF_M, GROUP], gl.float8e4nv))
     b_desc = TensorDescriptor.from_tensor(w, [BLOCK_N, GROUP], lay([BLOCK_N, GROUP], gl.float8e4nv))
-    c_desc = TensorDescriptor.from_tensor(c, [HALF_M, BLOCK_N], lay([HALF_M, BLOCK_N], gl.float16))
+    bn = BLOCK_N // parts  # each partial sum's width: the staging buffers' and stores' too
+    c_desc = TensorDescriptor.from_tensor(c, [HALF_M, bn], lay([HALF_M, bn], gl.float16))
     sms = torch.cuda.get_device_properties(a.device).multi_processor_count
     tiles = triton.cdiv(m, consumers * HALF_M) * triton.cdiv(n, BLOCK_N)
     r_desc = c_desc  # unused without a residual
     if residual is not None:
-        r_desc = TensorDescriptor.from_tensor(
-            residual.reshape(m, n), [HALF_M, BLOCK_N], lay([HALF_M, BLOCK_N], gl.float16)
-        )
+        r_desc = TensorDescriptor.from_tensor(residual.reshape(m, n), [HALF_M, bn], lay([HALF_M, bn], gl.float16))
     producer_regs, consumer_regs = _registers(consumers)
     _grouped_gemm_kernel[(min(sms, tiles),)](
         a_desc, b_desc, c_desc, r_desc, a_scale.reshape(-1), w_scale.reshape(-1), m, n, k,
@@ -317,11 +333,11 @@ def compile_for_sm90(residual: bool, consumers: int = CONSUMERS, stages: int = S
              "PARTS": parts, "PRODUCER_REGS": producer_regs, "CONSUMER_REGS": consumer_regs}  # fmt: skip
     lay = gl.NVMMASharedLayout.get_default_for
     la, lb = lay([HALF_M, GROUP], gl.float8e4nv), lay([BLOCK_N, GROUP], gl.float8e4nv)
-    lc = lay([HALF_M, BLOCK_N], gl.float16)
+    bn = BLOCK_N // parts
+    lc = lay([HALF_M, bn], gl.float16)
     sig = {"a_desc": f"tensordesc<fp8e4nv[{HALF_M}, {GROUP}],{la!r}>",
            "b_desc": f"tensordesc<fp8e4nv[{BLOCK_N}, {GROUP}],{lb!r}>",
-           "c_desc": f"tensordesc<fp16[{HALF_M}, {BLOCK_N}],{lc!r}>",
-           "r_desc": f"tensordesc<fp16[{HALF_M}, {BLOCK_N}],{lc!r}>", "sa_ptr": "*fp32", "sb_ptr": "*fp32"}  # fmt: skip
+           "c_desc": f"tensordesc<fp16[{HALF_M}, {bn}],{lc!r}>", "r_desc": f"tensordesc<fp16[{HALF_M}, {bn}],{lc!r}>", "sa_ptr": "*fp32", "sb_ptr": "*fp32"}  # fmt: skip
     fn = _grouped_gemm_kernel
     sig = {name: "constexpr" if name in const else sig.get(name, "i32") for name in fn.arg_names}
     return triton.compile(GluonASTSource(fn, sig, const), target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})

@@ -333,7 +333,9 @@ def main() -> None:
                 gk = block[2]
                 a, sg = quantize_rows(x.view(m, k // gk, gk), FP8_MAX, torch.float8_e4m3fn)
                 a, sa = a.view(m, k), sg.view(m, k // gk).t().contiguous()
-            tri = {"a_group": block[2]} if args.variant == "grouped" else {}
+            # grouped: Triton's own kernel (a config given keeps w8a8_gemm off the Gluon one)
+            cfg = tk.gemm_config("fp8", m, n, k, a.device, group=block[2])
+            tri = {"a_group": block[2], "config": cfg} if args.variant == "grouped" else {}
             ref = tk.w8a8_gemm(a, sa, w, sw, residual=r, **tri)
             torch.cuda.synchronize()
             # a wrong barrier phase hangs the kernel: say where, and end the process (the
