@@ -220,8 +220,7 @@ def _ws_gemm_kernel(a_desc, b_desc, c_desc, sa_ptr, sb_ptr, r_ptr, stride_r, M, 
 VARIANTS = ("pingpong", "ws1", "simple", "grouped")
 
 
-def gemm(a, a_scale, w, w_scale, residual=None, block=(128, 128, 128), stages=5, group_m=8, variant="pingpong",
-         parts=1):  # fmt: skip
+def gemm(a, a_scale, w, w_scale, residual=None, block=(128, 128, 128), stages=5, group_m=8, variant="pingpong"):
     """(a @ w.T) * a_scale * w_scale (+ residual), fp16: a (M, K) and w (N, K) fp8 e4m3,
     a_scale (M, 1), w_scale (1, N) fp32, as qbench.triton_kernels.w8a8_gemm. variant: one
     of VARIANTS (ping-pong; one consumer warpgroup and a producer warp; no warp
@@ -233,7 +232,7 @@ def gemm(a, a_scale, w, w_scale, residual=None, block=(128, 128, 128), stages=5,
     bm, bn, bk = block
     if variant == "grouped":
         return gluon_gemm.grouped_gemm(a, a_scale, w, w_scale, residual, consumers=bm // 64, stages=stages,
-                                       group_m=group_m, parts=parts)  # fmt: skip
+                                       group_m=group_m)  # fmt: skip
     m, k = a.shape
     n = w.shape[0]
     c = torch.empty((m, n), device=a.device, dtype=torch.float16)
@@ -256,7 +255,7 @@ def gemm(a, a_scale, w, w_scale, residual=None, block=(128, 128, 128), stages=5,
     return c
 
 
-def compile_only(stages: int, block: tuple[int, int, int], variant: str, parts: int = 1) -> None:
+def compile_only(stages: int, block: tuple[int, int, int], variant: str) -> None:
     """Compile the kernel for sm_90 without a GPU: prints its shared memory and what the
     PTX holds (wgmma, barrier waits, register counts set per partition)."""
     bm, bn, bk = block
@@ -266,7 +265,7 @@ def compile_only(stages: int, block: tuple[int, int, int], variant: str, parts: 
     fn = _simple_gemm_kernel if variant == "simple" else _ws_gemm_kernel
     for residual in (False, True):
         if variant == "grouped":
-            kernel = gluon_gemm.compile_for_sm90(residual, consumers=bm // 64, stages=stages, parts=parts)
+            kernel = gluon_gemm.compile_for_sm90(residual, consumers=bm // 64, stages=stages)
         else:
             const = {"HAS_RESIDUAL": residual, "GROUP_M": 8, "STAGES": stages}
             if variant != "simple":
@@ -306,13 +305,12 @@ def main() -> None:
         "--hang-s", type=float, default=60.0, help="end the process if the first launch of a shape takes longer"
     )
     ap.add_argument("--variant", choices=VARIANTS, default="pingpong")
-    ap.add_argument("--parts", type=int, choices=(1, 2), default=1, help="grouped: partial sums per warpgroup")
     ap.add_argument("--shapes", type=int, nargs="+", default=range(len(SHAPES)), help="indices into SHAPES")
     ap.add_argument("--compile-only", action="store_true", help="compile for sm_90 and stop (no GPU needed)")
     args = ap.parse_args()
     block = tuple(int(v) for v in args.block.split("x"))
     if args.compile_only:
-        compile_only(args.stages, block, args.variant, args.parts)
+        compile_only(args.stages, block, args.variant)
         return
     import torch
 
@@ -344,14 +342,14 @@ def main() -> None:
             dog = threading.Timer(args.hang_s, _hang, (where, args.hang_s))
             dog.daemon = True  # an exception ends the process without waiting for it
             dog.start()
-            got = gemm(a, sa, w, sw, r, block=block, stages=args.stages, variant=args.variant, parts=args.parts)
+            got = gemm(a, sa, w, sw, r, block=block, stages=args.stages, variant=args.variant)
             torch.cuda.synchronize()
             dog.cancel()
             err = float((got.float() - ref.float()).norm() / ref.float().norm())
             flop = 2.0 * m * n * k
             row = {
                 args.variant: tflops(
-                    flop, gemm, a, sa, w, sw, r, block=block, stages=args.stages, variant=args.variant, parts=args.parts
+                    flop, gemm, a, sa, w, sw, r, block=block, stages=args.stages, variant=args.variant
                 ),
                 "triton": tflops(flop, tk.w8a8_gemm, a, sa, w, sw, residual=r, **tri),
             }
