@@ -4,19 +4,21 @@ for activations quantized per token and group of 128 channels (`act_group_size: 
 Such an A has a scale per row and K group, so each 128-deep K step's MMA must finish
 before its partial sum is scaled into the fp32 accumulator. Triton's compiler then waits
 on every wgmma (its one instruction stream has nothing else to do meanwhile): 430-670
-TFLOP/s on the H100 against 1240-1300 for the per-token GEMM. Here, as in CUTLASS's
+TFLOP/s on the H100 against 1170-1350 for the per-token GEMM. Here, as in CUTLASS's
 "cooperative" Hopper kernels and DeepSeek's DeepGEMM:
 - one producer warp issues the TMA loads into a ring of STAGES shared-memory stages;
 - CONSUMERS warpgroups (3) share each tile, 64 rows each. While one scales its partial
-  sum, the others' MMAs keep the tensor cores busy: 1026-1059 TFLOP/s on an H100
-  (scripts/gluon_gemm_probe.py --variant grouped, 2026-11-27; two warpgroups: 860-930).
+  sum, the others' MMAs keep the tensor cores busy: 1009-1112 TFLOP/s on H100s
+  (scripts/gluon_gemm_probe.py --variant grouped --block 192x128x128 --stages 4,
+  2026-11-27; two warpgroups: 861-937; docs/results/h100-2026-11-27-session12).
 
 The result is the same to the bit as the Triton kernel's (`w8a8_gemm(..., a_group=128)`,
 which CPUs and other GPUs keep using). `w8a8_gemm` routes here when `unavailable` says
 nothing stands in the way; QBENCH_GLUON=0 in the environment turns that off.
 
 Gluon has no interpreter: the tests compile this for sm_90 on the CPU
-(tests/test_triton_compile.py) and run it on the GPU (tests/test_gpu.py).
+(tests/test_triton_compile.py), and on a GPU tests/test_triton_kernels.py runs it against
+Triton's kernel and a float64 reference.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ except (ImportError, AttributeError):  # pragma: no cover - no Gluon (older trit
     _constexpr_function = _jit
 
 GROUP = 128  # the K group the kernel scales by: its BLOCK_K
-HALF_M = 64  # rows per consumer warpgroup (one wgmma's M)
+WG_ROWS = 64  # rows per consumer warpgroup (one wgmma's M)
 BLOCK_N = 128
 CONSUMERS = 3
 STAGES = 4  # 4 x (3 x 8 + 16) KiB of operands + 3 x 16 KiB of output staging: 208 KiB
@@ -145,17 +147,16 @@ def _store(acc, c_desc, c_buf, r_ready, sb_ptr, row0, col0, t, N, HAS_RESIDUAL: 
 def _grouped_consumer(a_bufs, b_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr, M, N, K,
                       HAS_RESIDUAL: gl.constexpr, NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr,
                       CONSUMERS: gl.constexpr, WHICH: gl.constexpr):  # fmt: skip
-    # rows WHICH * HALF_M ... of every tile of the program: each K step's MMA into a
+    # rows WHICH * WG_ROWS ... of every tile of the program: each K step's MMA into a
     # fresh partial sum, scaled by its group's row scales (sa (K // BLOCK_K, M)) into the
     # fp32 accumulator while the other warpgroups' MMAs run. (Two partial sums per
-    # warpgroup, so that its own next MMA runs meanwhile, were slower on the H100: 600-690
-    # TFLOP/s split along N, 470-640 along K, against 1030-1110; docs/W8A8.md.)
-    HALF_M: gl.constexpr = c_desc.block_type.shape[0]
-    BN: gl.constexpr = c_desc.block_type.shape[1]
-    BLOCK_N: gl.constexpr = BN
+    # warpgroup, so that its own next MMA runs meanwhile, were slower on the H100: 594-685
+    # TFLOP/s split along N, 451-636 along K, against 1009-1112; docs/W8A8.md.)
+    WG_ROWS: gl.constexpr = c_desc.block_type.shape[0]
+    BLOCK_N: gl.constexpr = c_desc.block_type.shape[1]
     BLOCK_K: gl.constexpr = a_bufs.type.shape[2]
-    layout: gl.constexpr = acc_layout(HALF_M, BN, gl.num_warps())
-    num_pid_m = gl.cdiv(M, CONSUMERS * HALF_M)
+    layout: gl.constexpr = acc_layout(WG_ROWS, BLOCK_N, gl.num_warps())
+    num_pid_m = gl.cdiv(M, CONSUMERS * WG_ROWS)
     num_pid_n = gl.cdiv(N, BLOCK_N)
     k_tiles = K // BLOCK_K
     c_buf = c_bufs.index(WHICH)
@@ -163,9 +164,9 @@ def _grouped_consumer(a_bufs, b_bufs, c_desc, r_desc, c_bufs, ready, empty, r_re
     t = 0
     for tile in range(gl.program_id(0), num_pid_m * num_pid_n, NUM_SMS):
         pid_m, pid_n = _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M)
-        row0 = pid_m * CONSUMERS * HALF_M + WHICH * HALF_M
+        row0 = pid_m * CONSUMERS * WG_ROWS + WHICH * WG_ROWS
         col0 = pid_n * BLOCK_N
-        offs_m = row0 + gl.arange(0, HALF_M, layout=gl.SliceLayout(1, layout))
+        offs_m = row0 + gl.arange(0, WG_ROWS, layout=gl.SliceLayout(1, layout))
         row_ok = offs_m < M
         if HAS_RESIDUAL:
             # the residual's tile into the staging buffers once the previous tile's stores
@@ -174,15 +175,15 @@ def _grouped_consumer(a_bufs, b_bufs, c_desc, r_desc, c_bufs, ready, empty, r_re
             mbarrier.expect(r_ready.index(WHICH), r_desc.block_type.nbytes)
             _tma_load(r_desc, [row0, col0], r_ready.index(WHICH), c_buf)
         # the partial sum lives in the mainloop only: its registers are free in the epilogue
-        acc0 = gl.zeros((HALF_M, BN), gl.float32, layout=layout)
-        p0 = gl.zeros((HALF_M, BN), gl.float32, layout=layout)
+        acc = gl.zeros((WG_ROWS, BLOCK_N), gl.float32, layout=layout)
+        part = gl.zeros((WG_ROWS, BLOCK_N), gl.float32, layout=layout)
         for k in range(k_tiles):
-            p0 = _issue(a_bufs, b_bufs, ready, p0, i, STAGES, CONSUMERS, WHICH)
+            part = _issue(a_bufs, b_bufs, ready, part, i, STAGES, CONSUMERS, WHICH)
             sa = gl.load(sa_ptr + k * M + offs_m, mask=row_ok, other=0.0)  # while the MMA runs
-            p0, acc0 = _retire(p0, acc0, b_bufs, sa, i, STAGES)
+            part, acc = _retire(part, acc, b_bufs, sa, i, STAGES)
             mbarrier.arrive(empty.index(i % STAGES))
             i += 1
-        _store(acc0, c_desc, c_buf, r_ready, sb_ptr, row0, col0, t, N, HAS_RESIDUAL, WHICH)
+        _store(acc, c_desc, c_buf, r_ready, sb_ptr, row0, col0, t, N, HAS_RESIDUAL, WHICH)
         t += 1  # noqa: SIM113 (Gluon has no enumerate)
     tma.store_wait(0)
 
@@ -192,7 +193,7 @@ def _grouped_gemm_kernel(a_desc, b_desc, c_desc, r_desc, sa_ptr, sb_ptr, M, N, K
                          NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr, CONSUMERS: gl.constexpr,
                          PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr):  # fmt: skip
     # persistent: a producer warp and CONSUMERS (2 or 3) consumer warpgroups sharing each
-    # (CONSUMERS * HALF_M) x BLOCK_N tile; empty[s] counts every consumer
+    # (CONSUMERS * WG_ROWS) x BLOCK_N tile; empty[s] counts every consumer
     a_bufs = gl.allocate_shared_memory(a_desc.dtype, [STAGES * CONSUMERS] + a_desc.block_type.shape, a_desc.layout)
     b_bufs = gl.allocate_shared_memory(b_desc.dtype, [STAGES] + b_desc.block_type.shape, b_desc.layout)
     c_bufs = gl.allocate_shared_memory(c_desc.dtype, [CONSUMERS] + c_desc.block_type.shape, c_desc.layout)
@@ -276,15 +277,15 @@ def grouped_gemm(
                          f"{(k // GROUP, m)}), consumers {consumers} (2 or 3)")  # fmt: skip
     c = torch.empty((m, n), device=a.device, dtype=torch.float16)
     lay = gl.NVMMASharedLayout.get_default_for
-    a_desc = TensorDescriptor.from_tensor(a, [HALF_M, GROUP], lay([HALF_M, GROUP], gl.float8e4nv))
+    a_desc = TensorDescriptor.from_tensor(a, [WG_ROWS, GROUP], lay([WG_ROWS, GROUP], gl.float8e4nv))
     b_desc = TensorDescriptor.from_tensor(w, [BLOCK_N, GROUP], lay([BLOCK_N, GROUP], gl.float8e4nv))
     bn = BLOCK_N
-    c_desc = TensorDescriptor.from_tensor(c, [HALF_M, bn], lay([HALF_M, bn], gl.float16))
+    c_desc = TensorDescriptor.from_tensor(c, [WG_ROWS, bn], lay([WG_ROWS, bn], gl.float16))
     sms = torch.cuda.get_device_properties(a.device).multi_processor_count
-    tiles = triton.cdiv(m, consumers * HALF_M) * triton.cdiv(n, BLOCK_N)
+    tiles = triton.cdiv(m, consumers * WG_ROWS) * triton.cdiv(n, BLOCK_N)
     r_desc = c_desc  # unused without a residual
     if residual is not None:
-        r_desc = TensorDescriptor.from_tensor(residual.reshape(m, n), [HALF_M, bn], lay([HALF_M, bn], gl.float16))
+        r_desc = TensorDescriptor.from_tensor(residual.reshape(m, n), [WG_ROWS, bn], lay([WG_ROWS, bn], gl.float16))
     producer_regs, consumer_regs = _registers(consumers)
     _grouped_gemm_kernel[(min(sms, tiles),)](
         a_desc, b_desc, c_desc, r_desc, a_scale.reshape(-1), w_scale.reshape(-1), m, n, k,
@@ -303,12 +304,12 @@ def compile_for_sm90(residual: bool, consumers: int = CONSUMERS, stages: int = S
     const = {"HAS_RESIDUAL": residual, "NUM_SMS": 132, "GROUP_M": 8, "STAGES": stages, "CONSUMERS": consumers,
              "PRODUCER_REGS": producer_regs, "CONSUMER_REGS": consumer_regs}  # fmt: skip
     lay = gl.NVMMASharedLayout.get_default_for
-    la, lb = lay([HALF_M, GROUP], gl.float8e4nv), lay([BLOCK_N, GROUP], gl.float8e4nv)
+    la, lb = lay([WG_ROWS, GROUP], gl.float8e4nv), lay([BLOCK_N, GROUP], gl.float8e4nv)
     bn = BLOCK_N
-    lc = lay([HALF_M, bn], gl.float16)
-    sig = {"a_desc": f"tensordesc<fp8e4nv[{HALF_M}, {GROUP}],{la!r}>",
+    lc = lay([WG_ROWS, bn], gl.float16)
+    sig = {"a_desc": f"tensordesc<fp8e4nv[{WG_ROWS}, {GROUP}],{la!r}>",
            "b_desc": f"tensordesc<fp8e4nv[{BLOCK_N}, {GROUP}],{lb!r}>",
-           "c_desc": f"tensordesc<fp16[{HALF_M}, {bn}],{lc!r}>", "r_desc": f"tensordesc<fp16[{HALF_M}, {bn}],{lc!r}>", "sa_ptr": "*fp32", "sb_ptr": "*fp32"}  # fmt: skip
+           "c_desc": f"tensordesc<fp16[{WG_ROWS}, {bn}],{lc!r}>", "r_desc": f"tensordesc<fp16[{WG_ROWS}, {bn}],{lc!r}>", "sa_ptr": "*fp32", "sb_ptr": "*fp32"}  # fmt: skip
     fn = _grouped_gemm_kernel
     sig = {name: "constexpr" if name in const else sig.get(name, "i32") for name in fn.arg_names}
     return triton.compile(GluonASTSource(fn, sig, const), target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
