@@ -56,7 +56,7 @@ cp qbench/attention_configs.json "$out/" 2>/dev/null
 has bench && timeout ${BENCH_S:-150} python3 scripts/bench_schemes.py --batch ${BATCH:-128} --iterations 20 --json "$out/schemes.json" \
   --variants ${VARIANTS:-fp16:compile w8a8-int8:triton w8a8-fp8:triton w8a8-int8:compile w8a8-fp8:compile} 2>&1 \
   | grep -E "^batch|Error|error" | tee "$out/schemes.log"
-# the Gluon ping-pong GEMM probe (never run before 2026-11-27's end): killed, not just
+# the Gluon GEMM probe (scripts/device_gluon_bisect.sh runs several variants): killed, not just
 # signalled, at its limit, since a wrong barrier phase hangs the GPU kernel
 if has gluon; then
   timeout -s KILL ${GLUON_S:-300} python3 scripts/gluon_gemm_probe.py ${GLUON_ARGS:-} > "$out/gluon.full.log" 2>&1

@@ -1,7 +1,6 @@
-"""Probe, not yet run on a GPU: the W8A8 fp8 GEMM (per-token x per-channel scales, fp16
-out, optional residual) written in Gluon with ping-pong warp specialization, timed against
-qbench's Triton GEMM and cuBLAS (`torch._scaled_mm`, fast accumulation) on llama-1b's
-shapes. It checks each result against the Triton GEMM first.
+"""Probe: W8A8 fp8 GEMMs (per-token x per-channel scales, fp16 out, optional residual)
+written in Gluon, timed against qbench's Triton GEMM and cuBLAS (`torch._scaled_mm`, fast
+accumulation) on llama-1b's shapes, each result first checked against the Triton GEMM.
 
 Why (docs/W8A8.md, eleventh session): our Triton GEMMs trail cuBLAS by 6-8% on the o and
 gate|up shapes. Triton 3.6 pipelines the loads but neither overlaps a tile's epilogue with
@@ -10,18 +9,18 @@ the next tile's MMAs nor lets one warpgroup work while another waits. CUTLASS's 
 - one producer warp issues the TMA loads into a ring of STAGES buffers;
 - two consumer warpgroups each own whole tiles, alternately (local tiles 0, 2, 4, ... and
   1, 3, 5, ...).
-
-While one consumer runs its tile's epilogue, the other's MMAs keep the tensor cores busy.
 Gluon (triton.experimental.gluon, in Triton 3.6) can express that: explicit shared
 memory, mbarriers, TMA and wgmma, and gl.warp_specialize.
 
-Compiled for sm_90 with Triton 3.6 on a CPU box (`--compile-only`, no GPU). It has never
-run. It compiles with Triton 3.6's Gluon (the GPU machine's) and 3.9's (CI's), whose TMA
-calls have other names. Gluon has no interpreter, and a wrong barrier phase hangs the kernel, so run it under
-a time limit that kills it:
+Run on H100s since 2026-11-27 (docs/results/h100-2026-11-27-session12): correct, and no
+faster than the tuned Triton tiles. Its `grouped` variant, the down GEMM for activations
+in 128-channel groups, became qbench.gluon_gemm. It compiles with Triton 3.6's Gluon (the
+GPU machine's) and 3.9's (CI's), whose TMA calls have other names. Gluon has no
+interpreter, and a wrong barrier phase hangs the kernel: each shape's first launch has a
+watchdog (--hang-s), and the device scripts kill the process at their limit:
 
-    timeout -s KILL 300 python scripts/gluon_gemm_probe.py [--m 16384 131072] [--stages 5] [--block 128x128x128]
-    STEPS=gluon bash scripts/device_w8a8.sh                 # the same on the device tool
+    timeout -s KILL 300 python scripts/gluon_gemm_probe.py [--variant pingpong] [--m 16384 131072] [--stages 5] [--block 128x128x128]
+    RUNS="pingpong grouped:192x128x128:4" bash scripts/device_gluon_bisect.sh   # on the device tool
     python scripts/gluon_gemm_probe.py --compile-only      # no GPU needed
 
 Barrier protocol (ring slot s = i % STAGES of the i-th K step this program loads):
@@ -35,7 +34,8 @@ Barrier protocol (ring slot s = i % STAGES of the i-th K step this program loads
   rounds ahead of the barrier, which a parity wait takes for complete.
 
 Variants (--variant): pingpong; ws1 (one consumer warpgroup, the default partition, and
-the producer warp); simple (no warp specialization, one tile per program).
+the producer warp); simple (no warp specialization, one tile per program); grouped
+(qbench.gluon_gemm, block[0] // 64 consumer warpgroups).
 """
 
 from __future__ import annotations
