@@ -267,14 +267,14 @@ def grouped_gemm(
     """(a @ w.T) * a_scale * w_scale (+ residual), fp16, as `w8a8_gemm(..., a_group=128)`:
     a (M, K) fp8 e4m3 quantized per row and group of 128 columns, a_scale (K // 128, M)
     fp32, w (N, K) fp8 e4m3 with w_scale (N,) or (1, N) fp32 per channel."""
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-
     m, k = a.shape
     n = w.shape[0]
     why = unavailable(a, w, GROUP, residual)
     if why or tuple(a_scale.shape) != (k // GROUP, m) or consumers not in (2, 3):
         raise ValueError(f"grouped_gemm: {why or ''} a {tuple(a.shape)}, a_scale {tuple(a_scale.shape)} (wants "
                          f"{(k // GROUP, m)}), consumers {consumers} (2 or 3)")  # fmt: skip
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
     c = torch.empty((m, n), device=a.device, dtype=torch.float16)
     lay = gl.NVMMASharedLayout.get_default_for
     a_desc = TensorDescriptor.from_tensor(a, [WG_ROWS, GROUP], lay([WG_ROWS, GROUP], gl.float8e4nv))
