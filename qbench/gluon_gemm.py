@@ -279,13 +279,14 @@ def grouped_gemm(
     lay = gl.NVMMASharedLayout.get_default_for
     a_desc = TensorDescriptor.from_tensor(a, [WG_ROWS, GROUP], lay([WG_ROWS, GROUP], gl.float8e4nv))
     b_desc = TensorDescriptor.from_tensor(w, [BLOCK_N, GROUP], lay([BLOCK_N, GROUP], gl.float8e4nv))
-    bn = BLOCK_N
-    c_desc = TensorDescriptor.from_tensor(c, [WG_ROWS, bn], lay([WG_ROWS, bn], gl.float16))
+    # the output's and the residual's boxes: one consumer's rows of a tile
+    c_layout = lay([WG_ROWS, BLOCK_N], gl.float16)
+    c_desc = TensorDescriptor.from_tensor(c, [WG_ROWS, BLOCK_N], c_layout)
     sms = torch.cuda.get_device_properties(a.device).multi_processor_count
     tiles = triton.cdiv(m, consumers * WG_ROWS) * triton.cdiv(n, BLOCK_N)
     r_desc = c_desc  # unused without a residual
     if residual is not None:
-        r_desc = TensorDescriptor.from_tensor(residual.reshape(m, n), [WG_ROWS, bn], lay([WG_ROWS, bn], gl.float16))
+        r_desc = TensorDescriptor.from_tensor(residual.reshape(m, n), [WG_ROWS, BLOCK_N], c_layout)
     producer_regs, consumer_regs = _registers(consumers)
     _grouped_gemm_kernel[(min(sms, tiles),)](
         a_desc, b_desc, c_desc, r_desc, a_scale.reshape(-1), w_scale.reshape(-1), m, n, k,
@@ -305,11 +306,11 @@ def compile_for_sm90(residual: bool, consumers: int = CONSUMERS, stages: int = S
              "PRODUCER_REGS": producer_regs, "CONSUMER_REGS": consumer_regs}  # fmt: skip
     lay = gl.NVMMASharedLayout.get_default_for
     la, lb = lay([WG_ROWS, GROUP], gl.float8e4nv), lay([BLOCK_N, GROUP], gl.float8e4nv)
-    bn = BLOCK_N
-    lc = lay([WG_ROWS, bn], gl.float16)
+    lc = lay([WG_ROWS, BLOCK_N], gl.float16)
     sig = {"a_desc": f"tensordesc<fp8e4nv[{WG_ROWS}, {GROUP}],{la!r}>",
            "b_desc": f"tensordesc<fp8e4nv[{BLOCK_N}, {GROUP}],{lb!r}>",
-           "c_desc": f"tensordesc<fp16[{WG_ROWS}, {bn}],{lc!r}>", "r_desc": f"tensordesc<fp16[{WG_ROWS}, {bn}],{lc!r}>", "sa_ptr": "*fp32", "sb_ptr": "*fp32"}  # fmt: skip
+           "c_desc": f"tensordesc<fp16[{WG_ROWS}, {BLOCK_N}],{lc!r}>",
+           "r_desc": f"tensordesc<fp16[{WG_ROWS}, {BLOCK_N}],{lc!r}>", "sa_ptr": "*fp32", "sb_ptr": "*fp32"}  # fmt: skip
     fn = _grouped_gemm_kernel
     sig = {name: "constexpr" if name in const else sig.get(name, "i32") for name in fn.arg_names}
     return triton.compile(GluonASTSource(fn, sig, const), target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})

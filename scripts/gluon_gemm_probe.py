@@ -327,13 +327,13 @@ def main() -> None:
             sw = sw.view(1, -1)
             r = torch.randn(m, n, device="cuda", generator=g).half() if residual else None
             a_rows, sa_rows = a, sa
+            tri = {}
             if args.variant == "grouped":  # per row and group of BLOCK_K columns, scales (K // BLOCK_K, M)
                 gk = block[2]
                 a, sg = quantize_rows(x.view(m, k // gk, gk), FP8_MAX, torch.float8_e4m3fn)
                 a, sa = a.view(m, k), sg.view(m, k // gk).t().contiguous()
-            # grouped: Triton's own kernel (a config given keeps w8a8_gemm off the Gluon one)
-            cfg = tk.gemm_config("fp8", m, n, k, a.device, group=block[2])
-            tri = {"a_group": block[2], "config": cfg} if args.variant == "grouped" else {}
+                # Triton's own kernel to compare with: a config given keeps w8a8_gemm off the Gluon one
+                tri = {"a_group": gk, "config": tk.gemm_config("fp8", m, n, k, a.device, group=gk)}
             ref = tk.w8a8_gemm(a, sa, w, sw, residual=r, **tri)
             torch.cuda.synchronize()
             # a wrong barrier phase hangs the kernel: say where, and end the process (the
