@@ -57,9 +57,15 @@ WG_ROWS = 64  # rows per consumer warpgroup (one wgmma's M)
 BLOCK_N = 128
 CONSUMERS = 3
 STAGES = 4  # 4 x (3 x 8 + 16) KiB of operands + 3 x 16 KiB of output staging: 208 KiB
+SA_MODE = 2  # where a K step's row scales come from: _grouped_consumer
 # registers per thread: the producer's warpgroup gives up its own for the consumers'
 # accumulator and partial sum (64 + 64 fp32 each)
 PRODUCER_REGS, CONSUMER_REGS = 24, 160
+
+
+def _sa_layout():
+    # the row scales' TMA boxes: 1-D, unswizzled
+    return gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=1)
 
 
 @_constexpr_function
@@ -82,11 +88,13 @@ def _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M: gl.constexpr):
 
 @_jit
 def _producer(a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr,
-              STAGES: gl.constexpr, A_PARTS: gl.constexpr = 1):  # fmt: skip
+              STAGES: gl.constexpr, A_PARTS: gl.constexpr = 1, sa_desc=None, sa_bufs=None, SA_TMA: gl.constexpr = False):  # fmt: skip
     # every K step of the program's tiles into the ring: stage s = i % STAGES waits until
     # its last readers released it (empty, opposite parity: the first pass does not wait),
     # then ready[s] completes when all its bytes landed. A's tile comes in A_PARTS boxes of
-    # rows (a TMA box is a power of two: 3 x 64 rows), a_bufs[s * A_PARTS + j].
+    # rows (a TMA box is a power of two: 3 x 64 rows), a_bufs[s * A_PARTS + j]. With
+    # SA_TMA, sa_desc (1-D over the scales (K // BLOCK_K, M) of A in groups), each box's row scales
+    # of the K step come too, into sa_bufs[s * A_PARTS + j].
     A_ROWS: gl.constexpr = a_desc.block_type.shape[0]
     BLOCK_M: gl.constexpr = A_ROWS * A_PARTS
     BLOCK_K: gl.constexpr = a_desc.block_type.shape[1]
@@ -94,7 +102,10 @@ def _producer(a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS: gl
     num_pid_m = gl.cdiv(M, BLOCK_M)
     num_pid_n = gl.cdiv(N, BLOCK_N)
     k_tiles = gl.cdiv(K, BLOCK_K)
-    nbytes: gl.constexpr = A_PARTS * a_desc.block_type.nbytes + b_desc.block_type.nbytes
+    if not SA_TMA:
+        nbytes: gl.constexpr = A_PARTS * a_desc.block_type.nbytes + b_desc.block_type.nbytes
+    else:
+        nbytes: gl.constexpr = A_PARTS * (a_desc.block_type.nbytes + sa_desc.block_type.nbytes) + b_desc.block_type.nbytes
     i = 0
     for tile in range(gl.program_id(0), num_pid_m * num_pid_n, NUM_SMS):
         pid_m, pid_n = _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M)
@@ -105,6 +116,10 @@ def _producer(a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS: gl
             for j in gl.static_range(A_PARTS):
                 _tma_load(a_desc, [pid_m * BLOCK_M + j * A_ROWS, k * BLOCK_K], ready.index(s),
                           a_bufs.index(s * A_PARTS + j))  # fmt: skip
+                if SA_TMA:
+                    # rows past M read the next group's scales (finite): their A rows are zeros
+                    _tma_load(sa_desc, [k * M + pid_m * BLOCK_M + j * A_ROWS], ready.index(s),
+                              sa_bufs.index(s * A_PARTS + j))  # fmt: skip
             _tma_load(b_desc, [pid_n * BLOCK_N, k * BLOCK_K], ready.index(s), b_bufs.index(s))
             i += 1
 
@@ -144,14 +159,16 @@ def _store(acc, c_desc, c_buf, r_ready, sb_ptr, row0, col0, t, N, HAS_RESIDUAL: 
 
 
 @_jit
-def _grouped_consumer(a_bufs, b_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr, M, N, K,
+def _grouped_consumer(a_bufs, b_bufs, sa_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr, M, N, K,
                       HAS_RESIDUAL: gl.constexpr, NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr,
-                      CONSUMERS: gl.constexpr, WHICH: gl.constexpr):  # fmt: skip
+                      CONSUMERS: gl.constexpr, SA_MODE: gl.constexpr, WHICH: gl.constexpr):  # fmt: skip
     # rows WHICH * WG_ROWS ... of every tile of the program: each K step's MMA into a
     # fresh partial sum, scaled by its group's row scales (sa (K // BLOCK_K, M)) into the
     # fp32 accumulator while the other warpgroups' MMAs run. (Two partial sums per
     # warpgroup, so that its own next MMA runs meanwhile, were slower on the H100: 594-685
     # TFLOP/s split along N, 451-636 along K, against 1009-1112; docs/W8A8.md.)
+    # SA_MODE, where a K step's row scales come from: 0 loaded from global memory while
+    # its MMA runs; 1 the same, one K step ahead; 2 by TMA with the operands (sa_bufs).
     WG_ROWS: gl.constexpr = c_desc.block_type.shape[0]
     BLOCK_N: gl.constexpr = c_desc.block_type.shape[1]
     BLOCK_K: gl.constexpr = a_bufs.type.shape[2]
@@ -177,9 +194,17 @@ def _grouped_consumer(a_bufs, b_bufs, c_desc, r_desc, c_bufs, ready, empty, r_re
         # the partial sum lives in the mainloop only: its registers are free in the epilogue
         acc = gl.zeros((WG_ROWS, BLOCK_N), gl.float32, layout=layout)
         part = gl.zeros((WG_ROWS, BLOCK_N), gl.float32, layout=layout)
+        if SA_MODE == 1:
+            sa_next = gl.load(sa_ptr + offs_m, mask=row_ok, other=0.0)
         for k in range(k_tiles):
             part = _issue(a_bufs, b_bufs, ready, part, i, STAGES, CONSUMERS, WHICH)
-            sa = gl.load(sa_ptr + k * M + offs_m, mask=row_ok, other=0.0)  # while the MMA runs
+            if SA_MODE == 0:
+                sa = gl.load(sa_ptr + k * M + offs_m, mask=row_ok, other=0.0)  # while the MMA runs
+            elif SA_MODE == 1:
+                sa = sa_next
+                sa_next = gl.load(sa_ptr + (k + 1) * M + offs_m, mask=row_ok & (k + 1 < k_tiles), other=0.0)
+            else:
+                sa = sa_bufs.index((i % STAGES) * CONSUMERS + WHICH).load(gl.SliceLayout(1, layout))
             part, acc = _retire(part, acc, b_bufs, sa, i, STAGES)
             mbarrier.arrive(empty.index(i % STAGES))
             i += 1
@@ -189,14 +214,19 @@ def _grouped_consumer(a_bufs, b_bufs, c_desc, r_desc, c_bufs, ready, empty, r_re
 
 
 @_jit
-def _grouped_gemm_kernel(a_desc, b_desc, c_desc, r_desc, sa_ptr, sb_ptr, M, N, K, HAS_RESIDUAL: gl.constexpr,
+def _grouped_gemm_kernel(a_desc, b_desc, c_desc, r_desc, sa_desc, sa_ptr, sb_ptr, M, N, K, HAS_RESIDUAL: gl.constexpr,
                          NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr, CONSUMERS: gl.constexpr,
-                         PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr):  # fmt: skip
+                         SA_MODE: gl.constexpr, PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr):  # fmt: skip
     # persistent: a producer warp and CONSUMERS (2 or 3) consumer warpgroups sharing each
     # (CONSUMERS * WG_ROWS) x BLOCK_N tile; empty[s] counts every consumer
     a_bufs = gl.allocate_shared_memory(a_desc.dtype, [STAGES * CONSUMERS] + a_desc.block_type.shape, a_desc.layout)
     b_bufs = gl.allocate_shared_memory(b_desc.dtype, [STAGES] + b_desc.block_type.shape, b_desc.layout)
     c_bufs = gl.allocate_shared_memory(c_desc.dtype, [CONSUMERS] + c_desc.block_type.shape, c_desc.layout)
+    if SA_MODE == 2:  # the row scales' boxes (3 KiB)
+        sa_bufs = gl.allocate_shared_memory(sa_desc.dtype, [STAGES * CONSUMERS] + sa_desc.block_type.shape,
+                                            sa_desc.layout)  # fmt: skip
+    else:  # unused: 2 warpgroups with 6 stages fill the shared memory without them
+        sa_bufs = a_bufs
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     r_ready = gl.allocate_shared_memory(gl.int64, [CONSUMERS, 1], mbarrier.MBarrierLayout())
@@ -211,13 +241,14 @@ def _grouped_gemm_kernel(a_desc, b_desc, c_desc, r_desc, sa_ptr, sb_ptr, M, N, K
     if CONSUMERS == 3:
         gl.warp_specialize(
             [
-                (_grouped_consumer, (a_bufs, b_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr, M,
-                                     N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, 0)),
-                (_grouped_consumer, (a_bufs, b_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr, M,
-                                     N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, 1)),
-                (_grouped_consumer, (a_bufs, b_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr, M,
-                                     N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, 2)),
-                (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS, GROUP_M, STAGES, CONSUMERS)),
+                (_grouped_consumer, (a_bufs, b_bufs, sa_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr,
+                                     M, N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, SA_MODE, 0)),
+                (_grouped_consumer, (a_bufs, b_bufs, sa_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr,
+                                     M, N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, SA_MODE, 1)),
+                (_grouped_consumer, (a_bufs, b_bufs, sa_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr,
+                                     M, N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, SA_MODE, 2)),
+                (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS, GROUP_M, STAGES, CONSUMERS,
+                             sa_desc, sa_bufs, SA_MODE == 2)),
             ],
             [4, 4, 1],
             [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS],
@@ -225,11 +256,12 @@ def _grouped_gemm_kernel(a_desc, b_desc, c_desc, r_desc, sa_ptr, sb_ptr, M, N, K
     else:
         gl.warp_specialize(
             [
-                (_grouped_consumer, (a_bufs, b_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr, M,
-                                     N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, 0)),
-                (_grouped_consumer, (a_bufs, b_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr, M,
-                                     N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, 1)),
-                (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS, GROUP_M, STAGES, CONSUMERS)),
+                (_grouped_consumer, (a_bufs, b_bufs, sa_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr,
+                                     M, N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, SA_MODE, 0)),
+                (_grouped_consumer, (a_bufs, b_bufs, sa_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr,
+                                     M, N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, SA_MODE, 1)),
+                (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS, GROUP_M, STAGES, CONSUMERS,
+                             sa_desc, sa_bufs, SA_MODE == 2)),
             ],
             [4, 1],
             [CONSUMER_REGS, PRODUCER_REGS],
@@ -263,6 +295,7 @@ def unavailable(a: torch.Tensor, w: torch.Tensor, group: int, residual: torch.Te
 def grouped_gemm(
     a: torch.Tensor, a_scale: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor,
     residual: torch.Tensor | None = None, consumers: int = CONSUMERS, stages: int = STAGES, group_m: int = 8,
+    sa_mode: int = SA_MODE,
 ) -> torch.Tensor:  # fmt: skip
     """(a @ w.T) * a_scale * w_scale (+ residual), fp16, as `w8a8_gemm(..., a_group=128)`:
     a (M, K) fp8 e4m3 quantized per row and group of 128 columns, a_scale (K // 128, M)
@@ -282,6 +315,11 @@ def grouped_gemm(
     # the output's and the residual's boxes: one consumer's rows of a tile
     c_layout = lay([WG_ROWS, BLOCK_N], gl.float16)
     c_desc = TensorDescriptor.from_tensor(c, [WG_ROWS, BLOCK_N], c_layout)
+    sa_flat = a_scale.reshape(-1)
+    if sa_mode == 2 and sa_flat.data_ptr() % 16:
+        sa_mode = 1  # TMA reads from 16-byte aligned addresses only: the prefetch instead
+    # (any descriptor where the kernel does not read the scales by TMA)
+    sa_desc = TensorDescriptor.from_tensor(sa_flat, [WG_ROWS], _sa_layout()) if sa_mode == 2 else c_desc
     sms = torch.cuda.get_device_properties(a.device).multi_processor_count
     tiles = triton.cdiv(m, consumers * WG_ROWS) * triton.cdiv(n, BLOCK_N)
     r_desc = c_desc  # unused without a residual
@@ -289,28 +327,29 @@ def grouped_gemm(
         r_desc = TensorDescriptor.from_tensor(residual.reshape(m, n), [WG_ROWS, BLOCK_N], c_layout)
     producer_regs, consumer_regs = _registers(consumers)
     _grouped_gemm_kernel[(min(sms, tiles),)](
-        a_desc, b_desc, c_desc, r_desc, a_scale.reshape(-1), w_scale.reshape(-1), m, n, k,
+        a_desc, b_desc, c_desc, r_desc, sa_desc, sa_flat, w_scale.reshape(-1), m, n, k,
         HAS_RESIDUAL=residual is not None, NUM_SMS=min(sms, tiles), GROUP_M=group_m, STAGES=stages,
-        CONSUMERS=consumers, PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, num_warps=4,
+        CONSUMERS=consumers, SA_MODE=sa_mode, PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, num_warps=4,
     )  # fmt: skip
     return c
 
 
-def compile_for_sm90(residual: bool, consumers: int = CONSUMERS, stages: int = STAGES):
+def compile_for_sm90(residual: bool, consumers: int = CONSUMERS, stages: int = STAGES, sa_mode: int = SA_MODE):
     """The kernel compiled for sm_90 without a GPU (tests, and the probe's --compile-only)."""
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 
     producer_regs, consumer_regs = _registers(consumers)
     const = {"HAS_RESIDUAL": residual, "NUM_SMS": 132, "GROUP_M": 8, "STAGES": stages, "CONSUMERS": consumers,
-             "PRODUCER_REGS": producer_regs, "CONSUMER_REGS": consumer_regs}  # fmt: skip
+             "SA_MODE": sa_mode, "PRODUCER_REGS": producer_regs, "CONSUMER_REGS": consumer_regs}  # fmt: skip
     lay = gl.NVMMASharedLayout.get_default_for
     la, lb = lay([WG_ROWS, GROUP], gl.float8e4nv), lay([BLOCK_N, GROUP], gl.float8e4nv)
     lc = lay([WG_ROWS, BLOCK_N], gl.float16)
     sig = {"a_desc": f"tensordesc<fp8e4nv[{WG_ROWS}, {GROUP}],{la!r}>",
            "b_desc": f"tensordesc<fp8e4nv[{BLOCK_N}, {GROUP}],{lb!r}>",
            "c_desc": f"tensordesc<fp16[{WG_ROWS}, {BLOCK_N}],{lc!r}>",
-           "r_desc": f"tensordesc<fp16[{WG_ROWS}, {BLOCK_N}],{lc!r}>", "sa_ptr": "*fp32", "sb_ptr": "*fp32"}  # fmt: skip
+           "r_desc": f"tensordesc<fp16[{WG_ROWS}, {BLOCK_N}],{lc!r}>",
+           "sa_desc": f"tensordesc<fp32[{WG_ROWS}],{_sa_layout()!r}>", "sa_ptr": "*fp32", "sb_ptr": "*fp32"}  # fmt: skip
     fn = _grouped_gemm_kernel
     sig = {name: "constexpr" if name in const else sig.get(name, "i32") for name in fn.arg_names}
     return triton.compile(GluonASTSource(fn, sig, const), target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})

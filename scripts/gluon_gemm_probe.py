@@ -220,19 +220,19 @@ def _ws_gemm_kernel(a_desc, b_desc, c_desc, sa_ptr, sb_ptr, r_ptr, stride_r, M, 
 VARIANTS = ("pingpong", "ws1", "simple", "grouped")
 
 
-def gemm(a, a_scale, w, w_scale, residual=None, block=(128, 128, 128), stages=5, group_m=8, variant="pingpong"):
+def gemm(a, a_scale, w, w_scale, residual=None, block=(128, 128, 128), stages=5, group_m=8, variant="pingpong", sa_mode=0):
     """(a @ w.T) * a_scale * w_scale (+ residual), fp16: a (M, K) and w (N, K) fp8 e4m3,
     a_scale (M, 1), w_scale (1, N) fp32, as qbench.triton_kernels.w8a8_gemm. variant: one
     of VARIANTS (ping-pong; one consumer warpgroup and a producer warp; no warp
     specialization; qbench.gluon_gemm's kernel for A in 128-column groups, a_scale
-    (K // 128, M), block[0] // 64 consumer warpgroups)."""
+    (K // 128, M), block[0] // 64 consumer warpgroups, its row scales by sa_mode)."""
     import torch
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     bm, bn, bk = block
     if variant == "grouped":
         return gluon_gemm.grouped_gemm(a, a_scale, w, w_scale, residual, consumers=bm // 64, stages=stages,
-                                       group_m=group_m)  # fmt: skip
+                                       group_m=group_m, sa_mode=sa_mode)  # fmt: skip
     m, k = a.shape
     n = w.shape[0]
     c = torch.empty((m, n), device=a.device, dtype=torch.float16)
@@ -306,6 +306,8 @@ def main() -> None:
     )
     ap.add_argument("--variant", choices=VARIANTS, default="pingpong")
     ap.add_argument("--shapes", type=int, nargs="+", default=range(len(SHAPES)), help="indices into SHAPES")
+    ap.add_argument("--sa-mode", type=int, nargs="+", default=[gluon_gemm.SA_MODE],
+                    help="grouped: where the row scales come from (qbench.gluon_gemm._grouped_consumer), each timed")
     ap.add_argument("--compile-only", action="store_true", help="compile for sm_90 and stop (no GPU needed)")
     args = ap.parse_args()
     block = tuple(int(v) for v in args.block.split("x"))
@@ -342,17 +344,19 @@ def main() -> None:
             dog = threading.Timer(args.hang_s, _hang, (where, args.hang_s))
             dog.daemon = True  # an exception ends the process without waiting for it
             dog.start()
-            got = gemm(a, sa, w, sw, r, block=block, stages=args.stages, variant=args.variant)
-            torch.cuda.synchronize()
-            dog.cancel()
-            err = float((got.float() - ref.float()).norm() / ref.float().norm())
+            modes = args.sa_mode if args.variant == "grouped" else [0]
             flop = 2.0 * m * n * k
-            row = {
-                args.variant: tflops(
-                    flop, gemm, a, sa, w, sw, r, block=block, stages=args.stages, variant=args.variant
-                ),
-                "triton": tflops(flop, tk.w8a8_gemm, a, sa, w, sw, residual=r, **tri),
-            }
+            row, errs = {}, []
+            for mode in modes:
+                got = gemm(a, sa, w, sw, r, block=block, stages=args.stages, variant=args.variant, sa_mode=mode)
+                torch.cuda.synchronize()
+                errs.append(float((got.float() - ref.float()).norm() / ref.float().norm()))
+                name = f"{args.variant}_sa{mode}" if args.variant == "grouped" else args.variant
+                row[name] = tflops(flop, gemm, a, sa, w, sw, r, block=block, stages=args.stages,
+                                   variant=args.variant, sa_mode=mode)  # fmt: skip
+            dog.cancel()
+            err = max(errs)
+            row["triton"] = tflops(flop, tk.w8a8_gemm, a, sa, w, sw, residual=r, **tri)
             if tri:  # the per-token GEMM the grouped one would replace
                 row["triton_rows"] = tflops(flop, tk.w8a8_gemm, a_rows, sa_rows, w, sw, residual=r)
             if not residual and not tri:

@@ -26,7 +26,8 @@ separate op it is there).
 --group G tunes only the GEMMs of per-token groups (a dtype's act_group_size): the SiLU*mul
 epilogue that quantizes its tile (gate|up, entry `NxK/swiglu/gG`) and the down GEMM whose A
 has a scale per token and G columns, with the residual (entry `NxK/gG`). Without entries
-of their own they take their per-token twins'.
+of their own they take their per-token twins'. With --only-swiglu, the first only (on
+Hopper in fp8 the down GEMM runs qbench.gluon_gemm's kernel, not these tiles).
 
 With --budget-s no candidate starts after that many seconds: a run cut short keeps the
 shapes it finished (winners written with --write, rows in --json after every shape). A
@@ -226,10 +227,11 @@ def grouped_operands(kind: str, m: int, k: int, group: int):
     return a.view(m, k), sa.view(m, k // group).t().contiguous()
 
 
-def tune_grouped(kind, m, group, tmas, rows, winners, gpu, ws=(False,), tma_store=(False,)) -> None:
+def tune_grouped(kind, m, group, tmas, rows, winners, gpu, ws=(False,), tma_store=(False,), swiglu_only=False) -> None:
     """The two GEMMs of per-token groups in the decoder: gate|up with SiLU*mul quantizing
-    its tile (`NxK/swiglu/gG`), then down with A's group scales and the residual (`NxK/gG`)."""
-    for (n, k), swiglu in ((min(SWIGLU_SHAPES), True), (DOWN_SHAPE, False)):
+    its tile (`NxK/swiglu/gG`), then down with A's group scales and the residual (`NxK/gG`;
+    not with swiglu_only: on Hopper in fp8, qbench.gluon_gemm runs it, not these tiles)."""
+    for (n, k), swiglu in ((min(SWIGLU_SHAPES), True), *(() if swiglu_only else ((DOWN_SHAPE, False),))):
         if out_of_time():
             return
         row = {"gpu": gpu, "kind": kind, "variant": f"{'swiglu/' if swiglu else ''}g{group}", "m": m, "n": n, "k": k}
@@ -306,7 +308,7 @@ def main() -> None:
         shapes = sorted(SWIGLU_SHAPES)
     for kind in args.kinds if args.group else []:
         for m in args.m:
-            tune_grouped(kind, m, args.group, args.tma, rows, winners, gpu, args.ws, args.tma_store)
+            tune_grouped(kind, m, args.group, args.tma, rows, winners, gpu, args.ws, args.tma_store, args.only_swiglu)
             if args.json:  # after every M: a run cut short keeps its rows
                 with open(args.json, "w") as f:
                     json.dump(rows, f, indent=1)

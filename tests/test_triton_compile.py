@@ -124,18 +124,21 @@ def test_the_gluon_ping_pong_probe_compiles_for_the_h100():
     assert all(int(line.split("shared=")[1].split()[0]) <= 232448 for line in lines), run.stdout
 
 
-@pytest.mark.parametrize("consumers,stages,wgmma", [(3, 4, 12), (2, 6, 8)])
-def test_the_gluon_grouped_gemm_compiles_for_the_h100(consumers, stages, wgmma):
+@pytest.mark.parametrize("consumers,stages,sa_mode,wgmma", [(3, 4, 0, 12), (3, 4, 2, 12), (2, 6, 1, 8)])
+def test_the_gluon_grouped_gemm_compiles_for_the_h100(consumers, stages, sa_mode, wgmma):
     """qbench.gluon_gemm (the down GEMM for A in 128-column groups: Gluon has no
     interpreter, so the CPU can only compile it) compiles for sm_90 with and without the
     residual: one 64x128x128 MMA (4 wgmma) per consumer warpgroup, within the H100's
-    227 KiB of shared memory."""
+    227 KiB of shared memory. With its row scales by TMA (sa_mode 2) the producer loads
+    one 1-D box of them per consumer and K step; otherwise none."""
     pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
     script = (
         "from qbench import gluon_gemm as g\n"
         "for residual in (False, True):\n"
-        f"    k = g.compile_for_sm90(residual, consumers={consumers}, stages={stages})\n"
-        "    print('shared', k.metadata.shared, 'wgmma', k.asm['ptx'].count('wgmma.mma_async'))\n"
+        f"    k = g.compile_for_sm90(residual, consumers={consumers}, stages={stages}, sa_mode={sa_mode})\n"
+        "    ptx = k.asm['ptx']\n"
+        "    print('shared', k.metadata.shared, 'wgmma', ptx.count('wgmma.mma_async'),\n"
+        "          'tma1d', ptx.count('cp.async.bulk.tensor.1d'))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     run = subprocess.run(
@@ -145,3 +148,4 @@ def test_the_gluon_grouped_gemm_compiles_for_the_h100(consumers, stages, wgmma):
     lines = [line.split() for line in run.stdout.splitlines() if line.startswith("shared")]
     assert len(lines) == 2 and all(int(line[3]) == wgmma for line in lines), run.stdout
     assert all(int(line[1]) <= 232448 for line in lines), run.stdout
+    assert all(int(line[5]) == (consumers if sa_mode == 2 else 0) for line in lines), run.stdout

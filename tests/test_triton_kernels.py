@@ -511,7 +511,8 @@ def test_gemm_scales_each_group_of_a_in_its_mainloop(q, m, k, n, group, block_k,
 def test_the_gluon_grouped_gemm_matches_the_triton_one(m, k, n, residual):
     """On Hopper, w8a8_gemm(..., a_group=128) runs qbench.gluon_gemm's kernel: the exact sum
     over groups, as the Triton kernel (which a given config forces), at tile edges too
-    (M not a multiple of the 192-row tile, N of 128)."""
+    (M not a multiple of the 192-row tile, N of 128); so does every way it can fetch the row
+    scales (sa_mode), to the bit."""
     from qbench import gluon_gemm
 
     x = rand(m, k, seed=m + k).float().view(m, k // 128, 128)
@@ -527,6 +528,9 @@ def test_the_gluon_grouped_gemm_matches_the_triton_one(m, k, n, residual):
     ref = deq.view(m, k) @ (w.double() * sw.double()).t() + (r.double() if residual else 0)
     assert float((got.double() - ref).norm() / ref.norm()) < 2e-3
     assert float((got.float() - triton_out.float()).abs().max()) <= 2e-3 * float(ref.abs().max())
+    for mode in (0, 1, 2):
+        other = gluon_gemm.grouped_gemm(a, sa.t().contiguous(), w, sw.view(1, -1), r, sa_mode=mode)
+        assert torch.equal(other, got), (mode, float((other.float() - got.float()).abs().max()))
 
 
 def test_the_gluon_grouped_gemm_says_why_it_cannot_run(monkeypatch):

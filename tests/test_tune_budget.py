@@ -65,3 +65,6 @@ def test_the_grouped_gemms_are_tuned_under_entries_of_their_own(tune, monkeypatc
     assert [r["variant"] for r in rows] == ["swiglu/g32", "swiglu/g32", "g32"]  # BLOCK_K 64 > 32: not a down candidate
     codes, scales = ran[0]
     assert codes.shape == (40, 64) and scales.shape == (2, 40) and ran[-1].shape == (40, 48)
+    rows, winners = [], {}
+    tune.tune_grouped("fp8", 40, 32, [False], rows, winners, "GPU X", swiglu_only=True)  # --only-swiglu
+    assert set(winners["fp8"]) == {"128x64/swiglu/g32"} and {r["variant"] for r in rows} == {"swiglu/g32"}
