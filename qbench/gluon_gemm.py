@@ -57,7 +57,7 @@ WG_ROWS = 64  # rows per consumer warpgroup (one wgmma's M)
 BLOCK_N = 128
 CONSUMERS = 3
 STAGES = 4  # 4 x (3 x 8 + 16) KiB of operands + 3 x 16 KiB of output staging: 208 KiB
-SA_MODE = 2  # where a K step's row scales come from: _grouped_consumer
+SA_MODE = 0  # where a K step's row scales come from (_grouped_consumer): 1 and 2 were no faster
 # registers per thread: the producer's warpgroup gives up its own for the consumers'
 # accumulator and partial sum (64 + 64 fp32 each)
 PRODUCER_REGS, CONSUMER_REGS = 24, 160
@@ -316,8 +316,10 @@ def grouped_gemm(
     c_layout = lay([WG_ROWS, BLOCK_N], gl.float16)
     c_desc = TensorDescriptor.from_tensor(c, [WG_ROWS, BLOCK_N], c_layout)
     sa_flat = a_scale.reshape(-1)
-    if sa_mode == 2 and sa_flat.data_ptr() % 16:
-        sa_mode = 1  # TMA reads from 16-byte aligned addresses only: the prefetch instead
+    if sa_mode == 2 and (sa_flat.data_ptr() % 16 or m % 4):
+        # a TMA box starts at a 16-byte aligned address, and group g's rows start at g * M
+        # scales (M = 193 failed with an illegal instruction): the prefetch instead
+        sa_mode = 1
     # (any descriptor where the kernel does not read the scales by TMA)
     sa_desc = TensorDescriptor.from_tensor(sa_flat, [WG_ROWS], _sa_layout()) if sa_mode == 2 else c_desc
     sms = torch.cuda.get_device_properties(a.device).multi_processor_count

@@ -82,6 +82,7 @@ SCRIPT = textwrap.dedent(
     for is_int in (True, False):
         for name, kw in [("plain", {}), ("residual", dict(residual=True)), ("swiglu", dict(swiglu=True)),
                          ("swiglu, quantized per group", dict(swiglu=True, q_out=True)),
+                         ("swiglu by tanh.approx, quantized per group", dict(swiglu=2, q_out=True)),
                          ("per-group A, residual", dict(a_group=128, residual=True)),
                          ("rotary, q, k and v stored apart", dict(head_dim=64))]:
             gemm(is_int, **kw)
@@ -103,7 +104,7 @@ def test_the_kernels_compile_for_the_h100():
         [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600, check=False
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
-    assert run.stdout.count(" ok") == 2 * (2 * 6 + 1 + 4) + 2, run.stdout
+    assert run.stdout.count(" ok") == 2 * (2 * 7 + 1 + 4) + 2, run.stdout
 
 
 def test_the_gluon_ping_pong_probe_compiles_for_the_h100():

@@ -15,6 +15,8 @@ from qbench.workloads import WorkloadConfig, build_model, make_input  # noqa: E4
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
+# the SiLU*mul epilogue's formulas (QBENCH_SILU): the interpreter computes the exact one only
+SILU_FORMULAS = ["exact", "tanh"] if CUDA else ["exact"]
 if not CUDA and not tk.interpreting():
     pytest.skip("no GPU and TRITON_INTERPRET is not set", allow_module_level=True)
 
@@ -422,8 +424,12 @@ def test_tuned_configs_file_is_well_formed():
 @pytest.mark.parametrize(
     "m,k,i", [(37, 64, 48), (5, 80, 32), (300, 128, 384), (3000, 2048, 8192)][: None if CUDA else 2]
 )
+@pytest.mark.parametrize("silu", SILU_FORMULAS)
 @KERNELS
-def test_gemm_swiglu_epilogue_is_silu_gate_times_up(q, m, k, i, tma):
+def test_gemm_swiglu_epilogue_is_silu_gate_times_up(q, m, k, i, tma, silu, monkeypatch):
+    """silu(gate) * up by each formula the epilogue has (QBENCH_SILU; the GPU's tanh.approx
+    one is off by at most |gate| * 2^-12, far inside the tolerance)."""
+    monkeypatch.setenv("QBENCH_SILU", silu)
     qdtype, qmax = q
     if qdtype != torch.int8 and CUDA and torch.cuda.get_device_capability() < (8, 9):
         pytest.skip("fp8 needs compute capability 8.9")
@@ -447,11 +453,14 @@ def test_gemm_swiglu_epilogue_is_silu_gate_times_up(q, m, k, i, tma):
 @pytest.mark.parametrize(
     "m,k,i", [(37, 64, 128), (5, 80, 256), (3000, 2048, 8192)] if CUDA else [(37, 64, 64), (5, 80, 96)]
 )
+@pytest.mark.parametrize("silu", SILU_FORMULAS)
 @KERNELS
-def test_gemm_swiglu_epilogue_quantizes_per_token_group(q, m, k, i, tma):
+def test_gemm_swiglu_epilogue_quantizes_per_token_group(q, m, k, i, tma, silu, monkeypatch):
     """With quantize_out, the SiLU*mul tile leaves as 8-bit codes and one scale per row and
     group (the tile's half-width): each group's codes times its scale are silu(gate) * up,
-    to the grid's rounding, and the scale is that group's max |value| / qmax."""
+    to the grid's rounding, and the scale is that group's max |value| / qmax; by each
+    formula of silu the epilogue has."""
+    monkeypatch.setenv("QBENCH_SILU", silu)
     qdtype, qmax = q
     if qdtype != torch.int8 and CUDA and torch.cuda.get_device_capability() < (8, 9):
         pytest.skip("fp8 needs compute capability 8.9")
@@ -618,6 +627,14 @@ def test_a_tma_store_tile_that_does_not_fit_falls_back_to_pointer_stores(monkeyp
     assert "TMA_STORE off for" in caplog.text and "with a residual" in caplog.text
     ref = (a.double() @ w.double().t()) * sa.double() * sw.view(1, -1).double() + r.double()
     torch.testing.assert_close(got.double(), ref, rtol=2e-3, atol=2e-3 * float(ref.abs().max()))
+
+
+def test_an_unknown_silu_formula_is_named(monkeypatch):
+    monkeypatch.setenv("QBENCH_SILU", "fast")
+    a = torch.zeros(4, 64, dtype=torch.int8, device=DEVICE)
+    w = torch.zeros(64, 64, dtype=torch.int8, device=DEVICE)
+    with pytest.raises(ValueError, match="QBENCH_SILU='fast'.*exact, tanh"):
+        tk.w8a8_gemm(a, torch.ones(4, 1, device=DEVICE), w, torch.ones(64, device=DEVICE), swiglu_block=32)
 
 
 def test_swiglu_interleave_pairs_blocks():
