@@ -53,7 +53,7 @@ def main() -> None:
         for quantized in (False, True):
             cfg = tk.gemm_config(args.kind, m, n, k, a.device, swiglu=True, group=GROUP if quantized else None)
 
-            def run(cfg=cfg, quantized=quantized):
+            def run(cfg=cfg, quantized=quantized, a=a, sa=sa):
                 return tk.w8a8_gemm(a, sa, wi, swi, swiglu_block=GROUP, quantize_out=quantized, config=cfg)
 
             row = []
