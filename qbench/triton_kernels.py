@@ -100,18 +100,13 @@ def _to_grid(x, amax, QMAX: tl.constexpr, IS_INT: tl.constexpr, EXACT: tl.conste
 def _quantize_rows_kernel(
     x_ptr, w_ptr, q_ptr, s_ptr, M, N, stride_x, stride_q, eps,
     QMAX: tl.constexpr, MODE: tl.constexpr, IS_INT: tl.constexpr, BLOCK: tl.constexpr, EXACT: tl.constexpr,
-    GROUP: tl.constexpr,
 ):  # fmt: skip
-    # MODE 0: quantize x; 1: RMSNorm(x) * w, then quantize; 2: silu(x[:N]) * x[N:2N], then quantize;
-    # 3: x is 8-bit codes with a scale per row and group of GROUP columns, w those scales
-    # (N // GROUP, M) group-major: dequantize, then quantize per row (one scale per token)
+    # MODE 0: quantize x; 1: RMSNorm(x) * w, then quantize; 2: silu(x[:N]) * x[N:2N], then quantize
+    # (8-bit codes in groups onto one scale per row: _requantize_groups_kernel)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < N
     x = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
-    if MODE == 3:
-        # a row's group scales are a column of w: each cache line serves neighbouring rows
-        x = x * tl.load(w_ptr + (cols // GROUP).to(tl.int64) * M + row, mask=mask, other=0.0)
     if MODE == 1:
         var = tl.sum(x * x, axis=0) / N
         w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
@@ -157,7 +152,7 @@ def _gemm_epilogue(
         offs_h = pid_n * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
         mask_h = (offs_m[:, None] < M) & (offs_h[None, :] < N // 2)
         if Q_OUT:
-            h = _quantize_tile(h, pid_n, offs_m, qs_ptr, M, QMAX, IS_INT, EXACT)
+            h = _quantize_tile(h, pid_n, offs_m, qs_ptr, M, QMAX, IS_INT, EXACT, Q_OUT == 2)
         tl.store(c_ptr + rows * stride_cm + offs_h[None, :] * stride_cn, h.to(c_ptr.dtype.element_ty), mask=mask_h)
     elif HEAD_DIM > 0:
         c = _rotary_pairs(c, offs_m, offs_n, cos_ptr, sin_ptr, SEQ, N_ROT, BLOCK_M, BLOCK_N, HEAD_DIM)
@@ -214,15 +209,58 @@ def _silu_mul(gate, up, SWIGLU: tl.constexpr):
 
 
 @_jit
-def _quantize_tile(h, pid_n, offs_m, qs_ptr, M, QMAX: tl.constexpr, IS_INT: tl.constexpr, EXACT: tl.constexpr):
+def _quantize_tile(h, pid_n, offs_m, qs_ptr, M, QMAX: tl.constexpr, IS_INT: tl.constexpr, EXACT: tl.constexpr,
+                   POW2: tl.constexpr = False):  # fmt: skip
     # A (rows, group) tile of activations onto the 8-bit grid, one scale per row: the
     # per-token quantization of a group of channels, written where the activation is made
     # (the SiLU*mul epilogue), so the 16-bit activation never reaches memory. The scales
     # go to qs (groups, M), group-major: the next GEMM's mainloop reads one group's column
-    # of them per K step, contiguous.
+    # of them per K step, contiguous. POW2: each scale is the power of two at or above
+    # amax / QMAX, so that rescaling the codes to another such scale (requantize_groups)
+    # multiplies by a power of two: exact, where e4m3 does not run out of exponents.
     amax = tl.maximum(tl.max(tl.abs(h), axis=1), 1e-8)
+    if POW2:
+        bits = (amax / QMAX).to(tl.int32, bitcast=True)
+        biased = ((bits >> 23) & 0xFF) + ((bits & 0x7FFFFF) != 0).to(tl.int32)  # the exponent, rounded up
+        scale = (biased << 23).to(tl.float32, bitcast=True)
+        tl.store(qs_ptr + pid_n.to(tl.int64) * M + offs_m, scale, mask=offs_m < M)
+        return _to_grid(h, (scale * QMAX)[:, None], QMAX, IS_INT, EXACT)
     tl.store(qs_ptr + pid_n.to(tl.int64) * M + offs_m, amax / QMAX, mask=offs_m < M)
     return _to_grid(h, amax[:, None], QMAX, IS_INT, EXACT)
+
+
+@_jit
+def _requantize_groups_kernel(
+    x_ptr, s_ptr, q_ptr, rs_ptr, M, N, QMAX: tl.constexpr, IS_INT: tl.constexpr, EXACT: tl.constexpr,
+    GROUP: tl.constexpr, GROUPS: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    # codes x (M, N) with a scale per row and group of GROUP columns, s (N // GROUP, M)
+    # group-major, onto one scale per row: the largest of the row's group scales (its
+    # value of largest magnitude keeps its code), each group's codes times its scale over
+    # that one. A (ROWS, BLOCK_N) block per program, whole groups: vector loads of the
+    # codes, one scale load per row and group (GROUPS: N // GROUP rounded up to a power of two)
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    rows = pid_m * ROWS + tl.arange(0, ROWS)
+    row_ok = rows < M
+    groups = tl.arange(0, GROUPS)
+    every = tl.load(s_ptr + groups[None, :].to(tl.int64) * M + rows[:, None],
+                    mask=row_ok[:, None] & (groups[None, :] < N // GROUP), other=0.0)  # fmt: skip
+    top = tl.maximum(tl.max(every, axis=1), 1e-30)
+    if pid_n == 0:
+        tl.store(rs_ptr + rows, top, mask=row_ok)
+    NG: tl.constexpr = BLOCK_N // GROUP
+    mine = pid_n * NG + tl.arange(0, NG)
+    ratio = tl.load(s_ptr + mine[None, :].to(tl.int64) * M + rows[:, None],
+                    mask=row_ok[:, None] & (mine[None, :] < N // GROUP), other=0.0)  # fmt: skip
+    ratio = ratio / top[:, None]
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs = rows[:, None].to(tl.int64) * N + cols[None, :]
+    ok = row_ok[:, None] & (cols[None, :] < N)
+    x = tl.load(x_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+    y = tl.reshape(tl.reshape(x, (ROWS, NG, GROUP)) * ratio[:, :, None], (ROWS, BLOCK_N))
+    # already within the grid's range: the scale of QMAX / QMAX only rounds (and clamps int8)
+    tl.store(q_ptr + offs, _to_grid(y, QMAX, QMAX, IS_INT, EXACT).to(q_ptr.dtype.element_ty), mask=ok)
 
 
 @_jit
@@ -350,7 +388,7 @@ def _gemm_epilogue_tma(
     if SWIGLU:
         h = _silu_mul(c0, c1, SWIGLU)
         if Q_OUT:
-            h = _quantize_tile(h, pid_n, offs_m, qs_ptr, M, QMAX, IS_INT, EXACT)
+            h = _quantize_tile(h, pid_n, offs_m, qs_ptr, M, QMAX, IS_INT, EXACT, Q_OUT == 2)
         c_desc.store([row, pid_n * HALF], h.to(c_desc.dtype))
     elif HEAD_DIM > 0:
         col = pid_n * BLOCK_N
@@ -509,7 +547,7 @@ def _qspec(qdtype: torch.dtype) -> tuple[float, bool]:
     return FP8_MAX, False
 
 
-def _row_launch(x2: torch.Tensor, w, n: int, mode: int, qdtype: torch.dtype, eps: float, group: int = 1):
+def _row_launch(x2: torch.Tensor, w, n: int, mode: int, qdtype: torch.dtype, eps: float):
     qmax, is_int = _qspec(qdtype)
     m = x2.shape[0]
     q = torch.empty((m, n), device=x2.device, dtype=qdtype)
@@ -519,7 +557,7 @@ def _row_launch(x2: torch.Tensor, w, n: int, mode: int, qdtype: torch.dtype, eps
     opts = {} if x2.device.type != "cuda" else {"num_warps": 4 if block <= 2048 else 8 if block <= 8192 else 16}
     kernel[(m,)](
         x2, w if w is not None else x2, q, s, m, n, x2.stride(0), q.stride(0), eps,
-        QMAX=qmax, MODE=mode, IS_INT=is_int, BLOCK=block, EXACT=x2.device.type != "cuda", GROUP=group, **opts,
+        QMAX=qmax, MODE=mode, IS_INT=is_int, BLOCK=block, EXACT=x2.device.type != "cuda", **opts,
     )  # fmt: skip
     return q, s
 
@@ -550,13 +588,26 @@ def silu_mul_quant(gate_up: torch.Tensor, qdtype: torch.dtype):
 def requantize_groups(codes: torch.Tensor, scales: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
     """quantize_rows of codes quantized per row and group of `group` columns (codes (M, K),
     scales (K // group, M), as `w8a8_gemm(..., quantize_out=True)` writes them), in one
-    pass over the 8-bit codes: (q (M, K), scale (M, 1)), one scale per row, in codes' dtype.
-    The value of largest magnitude keeps its code; the others are rounded a second time."""
+    pass over the 8-bit codes: (q (M, K), scale (M, 1)), one scale per row (the largest of
+    its groups'), in codes' dtype. The value of largest magnitude keeps its code; the others
+    are rounded a second time, which for e4m3 codes whose scales are powers of two
+    (`w8a8_gemm(..., pow2_scales=True)`) changes nothing above e4m3's subnormals."""
     m, k = codes.shape
     if k % group or tuple(scales.shape) != (k // group, m) or not codes.is_contiguous():
         raise ValueError(f"requantize_groups: codes {tuple(codes.shape)} (contiguous: {codes.is_contiguous()}) and "
                          f"scales {tuple(scales.shape)} are not a ({m}, {k}) row-major matrix in groups of {group}")  # fmt: skip
-    return _row_launch(codes, scales.contiguous(), k, 3, codes.dtype, 0.0, group)
+    q = torch.empty_like(codes)
+    s = torch.empty((m, 1), device=codes.device, dtype=torch.float32)
+    qmax, is_int = _qspec(codes.dtype)
+    on_gpu = codes.device.type == "cuda"
+    rows, block_n = (16, group * max(1, 1024 // group)) if on_gpu else (4, 2 * group)
+    kernel = _kernel("_requantize_groups_kernel", not on_gpu)
+    kernel[(triton_cdiv(m, rows), triton_cdiv(k, block_n))](
+        codes, scales.contiguous(), q, s, m, k, QMAX=qmax, IS_INT=is_int, EXACT=not on_gpu, GROUP=group,
+        GROUPS=1 << max(k // group - 1, 0).bit_length(), ROWS=rows, BLOCK_N=block_n,
+        **({"num_warps": 4} if on_gpu else {}),
+    )  # fmt: skip
+    return q, s
 
 
 def w8a8_gemm(
@@ -564,6 +615,7 @@ def w8a8_gemm(
     out_dtype: torch.dtype = torch.float16, residual: torch.Tensor | None = None,
     config: dict | None = None, swiglu_block: int | None = None, a_group: int | None = None,
     quantize_out: bool = False, rotary: tuple[torch.Tensor, torch.Tensor, int, int] | None = None,
+    pow2_scales: bool = False,
 ):  # fmt: skip
     """(a @ w.T) * a_scale * w_scale (+ residual) in `out_dtype`: a (M, K) and w (N, K) both
     int8 or both fp8 e4m3, a_scale (M, 1) and w_scale (1, N) or (N,) fp32.
@@ -571,7 +623,9 @@ def w8a8_gemm(
     result is silu(gate) * up, (M, N // 2), computed in the epilogue; with `quantize_out`
     too, that result leaves quantized in a's dtype, per row and group of `swiglu_block`
     columns: (codes (M, N // 2), scales (N // 2 // swiglu_block, M) fp32), the input a GEMM
-    with `a_group=swiglu_block` takes.
+    with `a_group=swiglu_block` takes. With `pow2_scales` (e4m3 only), each scale is the power
+    of two at or above its group's max |value| / 448, so that `requantize_groups` rescales
+    the codes to one scale per row exactly.
     With `a_group`, a is quantized per row and group of `a_group` columns: a_scale is
     (K // a_group, M), and each group's partial sums are scaled in the mainloop.
     With `rotary` = (cos, sin, n_q, n_k), the q|k|v projection finished for attention: cos
@@ -586,6 +640,9 @@ def w8a8_gemm(
         raise ValueError(f"w8a8_gemm: a {tuple(a.shape)} {a.dtype} and w {tuple(w.shape)} {w.dtype} do not match")
     if quantize_out and not swiglu_block:
         raise ValueError("w8a8_gemm: quantize_out is the SwiGLU epilogue's (give swiglu_block)")
+    if pow2_scales and not (quantize_out and a.dtype == torch.float8_e4m3fn):
+        raise ValueError(f"w8a8_gemm: pow2_scales are quantize_out's, for e4m3 codes (got {a.dtype}, quantize_out "
+                         f"{quantize_out}): an 8-bit integer grid would lose up to a bit to them")  # fmt: skip
     if a_group and (k % a_group or tuple(a_scale.shape) != (k // a_group, m) or a_group & (a_group - 1) or a_group < 32
                     or k // a_group * m >= 2**31):  # fmt: skip
         raise ValueError(f"w8a8_gemm: a_group {a_group} needs a power of two >= 32 (an 8-bit dot's K step) dividing K = {k}, "
@@ -621,7 +678,9 @@ def w8a8_gemm(
     qs = torch.empty((n // 2 // swiglu_block, m), device=a.device, dtype=torch.float32) if quantize_out else c
     r = residual.reshape(m, n) if residual is not None else c
     qmax, _ = _qspec(a.dtype)
-    quant = {"A_GROUP": a_group or 0, "Q_OUT": quantize_out, "QMAX": qmax, "EXACT": a.device.type != "cuda"}
+    # Q_OUT: 0 no, 1 scales max |value| / QMAX, 2 their powers of two at or above (pow2_scales)
+    q_out = 2 if pow2_scales else int(quantize_out)
+    quant = {"A_GROUP": a_group or 0, "Q_OUT": q_out, "QMAX": qmax, "EXACT": a.device.type != "cuda"}
     # SWIGLU: 0 none, else the formula of silu (_silu_mul; the interpreter's is the exact one)
     silu = silu_formula() if swiglu_block else 0
     silu = 1 if silu and a.device.type != "cuda" else silu

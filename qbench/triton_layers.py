@@ -62,9 +62,9 @@ def w8a8_gemm_swiglu_op(
 
 @torch.library.custom_op("qbench::w8a8_gemm_swiglu_quant", mutates_args=())
 def w8a8_gemm_swiglu_quant_op(
-    a: torch.Tensor, a_scale: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, block: int
+    a: torch.Tensor, a_scale: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, block: int, pow2: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    return tk.w8a8_gemm(a, a_scale, w, w_scale, swiglu_block=block, quantize_out=True)
+    return tk.w8a8_gemm(a, a_scale, w, w_scale, swiglu_block=block, quantize_out=True, pow2_scales=pow2)
 
 
 @torch.library.custom_op("qbench::w8a8_gemm_grouped", mutates_args=())
@@ -137,7 +137,7 @@ def _(a, a_scale, w, w_scale, block):
 
 
 @w8a8_gemm_swiglu_quant_op.register_fake
-def _(a, a_scale, w, w_scale, block):
+def _(a, a_scale, w, w_scale, block, pow2=False):
     m, n = a.shape[0], w.shape[0] // 2
     return a.new_empty((m, n)), a.new_empty((n // block, m), dtype=torch.float32)
 
@@ -196,10 +196,10 @@ class SwiGLUWeight(QuantWeight):
     def forward(self, xq: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         return w8a8_gemm_swiglu_op(xq, xs, self.weight_q, self.weight_scale, self.block)
 
-    def quantized(self, xq: torch.Tensor, xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def quantized(self, xq: torch.Tensor, xs: torch.Tensor, pow2: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """silu(gate) * up quantized per token and per group of `block` channels:
-        (codes (M, I), scales (I // block, M))."""
-        return w8a8_gemm_swiglu_quant_op(xq, xs, self.weight_q, self.weight_scale, self.block)
+        (codes (M, I), scales (I // block, M)); with pow2, scales that are powers of two."""
+        return w8a8_gemm_swiglu_quant_op(xq, xs, self.weight_q, self.weight_scale, self.block, pow2)
 
 
 class RotaryQKVWeight(QuantWeight):
@@ -313,7 +313,8 @@ class TritonDecoderLayer(nn.Module):
         x = self.o(aq, as_, x.reshape(b * t, h))
         hq, hs = rmsnorm_quant_op(x, self.post_norm_weight, self.post_eps, self.kind)
         if self.group:
-            mq, ms = self.gate_up.quantized(hq, hs)
+            # the groups to be rescaled get power-of-two scales where that is exact (e4m3)
+            mq, ms = self.gate_up.quantized(hq, hs, self.requantize and self.kind == "fp8")
             if not self.requantize:
                 return self.down(mq, ms, x, self.group).view(b, t, h)
             mq, ms = requantize_groups_op(mq, ms, self.group)

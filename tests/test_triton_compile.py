@@ -62,12 +62,19 @@ SCRIPT = textwrap.dedent(
 
     def rows(mode, is_int):
         fn, q = tk._quantize_rows_kernel, "i8" if is_int else "fp8e4nv"
-        const = dict(QMAX=127.0 if is_int else 448.0, MODE=mode, IS_INT=is_int, BLOCK=8192, EXACT=False, GROUP=128)
-        ptr = {"x_ptr": q if mode == 3 else "fp16", "q_ptr": q, "w_ptr": "fp32" if mode == 3 else "fp16",
-               "s_ptr": "fp32"}
+        const = dict(QMAX=127.0 if is_int else 448.0, MODE=mode, IS_INT=is_int, BLOCK=8192, EXACT=False)
+        ptr = {"x_ptr": "fp16", "q_ptr": q, "w_ptr": "fp16", "s_ptr": "fp32"}
         sig = {n: "constexpr" if n in const else "*" + ptr[n] if n in ptr else "fp32" if n == "eps" else "i32"
                for n in fn.arg_names}
         triton.compile(ASTSource(fn, sig, const), target=H100, options=dict(num_warps=8))
+
+    def requantize(is_int):
+        fn, q = tk._requantize_groups_kernel, "i8" if is_int else "fp8e4nv"
+        const = dict(QMAX=127.0 if is_int else 448.0, IS_INT=is_int, EXACT=False, GROUP=128, GROUPS=64, ROWS=16,
+                     BLOCK_N=1024)
+        ptr = {"x_ptr": "*" + q, "q_ptr": "*" + q, "s_ptr": "*fp32", "rs_ptr": "*fp32"}
+        sig = {n: "constexpr" if n in const else ptr.get(n, "i32") for n in fn.arg_names}
+        triton.compile(ASTSource(fn, sig, const), target=H100, options=dict(num_warps=4))
 
     def attention(rotary):
         fn = ta._rotary_attention_kernel
@@ -83,6 +90,7 @@ SCRIPT = textwrap.dedent(
         for name, kw in [("plain", {}), ("residual", dict(residual=True)), ("swiglu", dict(swiglu=True)),
                          ("swiglu, quantized per group", dict(swiglu=True, q_out=True)),
                          ("swiglu by tanh.approx, quantized per group", dict(swiglu=2, q_out=True)),
+                         ("swiglu, quantized per group, power-of-two scales", dict(swiglu=2, q_out=2)),
                          ("per-group A, residual", dict(a_group=128, residual=True)),
                          ("rotary, q, k and v stored apart", dict(head_dim=64))]:
             gemm(is_int, **kw)
@@ -91,9 +99,11 @@ SCRIPT = textwrap.dedent(
             print("gemm tma", "int8" if is_int else "fp8", name, "ok", flush=True)
         gemm_tma(is_int, head_dim=64, store=False)
         print("gemm tma", "int8" if is_int else "fp8", "rotary, pointer store", "ok", flush=True)
-        for mode in (0, 1, 2, 3):
+        for mode in (0, 1, 2):
             rows(mode, is_int)
             print("rows", "int8" if is_int else "fp8", mode, "ok", flush=True)
+        requantize(is_int)
+        print("requantize groups", "int8" if is_int else "fp8", "ok", flush=True)
     """
 )
 
@@ -104,7 +114,7 @@ def test_the_kernels_compile_for_the_h100():
         [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600, check=False
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
-    assert run.stdout.count(" ok") == 2 * (2 * 7 + 1 + 4) + 2, run.stdout
+    assert run.stdout.count(" ok") == 2 * (2 * 8 + 1 + 4) + 2, run.stdout
 
 
 def test_the_gluon_ping_pong_probe_compiles_for_the_h100():

@@ -109,6 +109,56 @@ def test_requantize_groups_is_quantize_rows_of_the_dequantized_codes(q, m, k, gr
         tk.requantize_groups(codes, scales, group)  # (m, groups): the wrong layout
 
 
+@pytest.mark.parametrize("m,k,group", [(19, 96, 32), (5, 2048, 128)])
+def test_requantizing_power_of_two_group_scales_is_exact(m, k, group):
+    """e4m3 codes whose group scales are powers of two (w8a8_gemm(..., pow2_scales=True))
+    onto one scale per row, the largest group's: each code times a power of two, so the
+    result is the direct quantization of the values by that row scale, code for code,
+    except where e4m3 runs out of exponents (below 2^-6, its subnormals)."""
+    x = rand(m, k, seed=m + k, scale=2.0).float()
+    x[:, group : 2 * group] *= 50.0  # the second group holds each row's largest value
+    x[:, -group:] *= 1e-3  # a group far below it: its codes reach the subnormals
+    groups = x.view(m, k // group, group)
+    scales = torch.exp2(torch.ceil(torch.log2(groups.abs().amax(dim=2) / 448.0)))  # (m, groups), powers of two
+    codes = (groups / scales.unsqueeze(2)).to(torch.float8_e4m3fn).view(m, k)
+    q, s = tk.requantize_groups(codes.to(DEVICE), scales.t().contiguous().to(DEVICE), group)
+    row = scales.amax(dim=1, keepdim=True)
+    assert torch.equal(s.cpu(), row)
+    direct = (x / row).to(torch.float8_e4m3fn)
+    normal = (x / row).abs() >= 2.0**-6
+    assert torch.equal(q.cpu().float()[normal], direct.float()[normal])
+    assert int((~normal).sum()) > 0  # the subnormals were there to be rounded twice
+    gap = (q.cpu().float() - direct.float()).abs()[~normal]
+    assert float(gap.max()) <= 2.0**-9  # one step of e4m3's subnormal grid
+
+
+@pytest.mark.parametrize("q", QDTYPES, ids=ids)
+def test_the_swiglu_epilogue_makes_power_of_two_scales_for_e4m3_only(q):
+    """pow2_scales: each group's scale is the power of two at or above max |value| / 448,
+    and its codes times it are silu(gate) * up; an integer grid refuses them."""
+    qdtype, qmax = q
+    m, k, i = 37, 64, 64 if not CUDA else 256
+    group = 32 if not CUDA else 128
+    a, sa = schemes.quantize_rows(rand(m, k, seed=3), qmax, qdtype)
+    w, sw = schemes.quantize_rows(rand(2 * i, k, seed=4), qmax, qdtype)
+    args = (a, sa, tk.swiglu_interleave(w, group), tk.swiglu_interleave(sw.view(-1), group))
+    if qdtype == torch.int8:
+        with pytest.raises(ValueError, match="pow2_scales .* e4m3"):
+            tk.w8a8_gemm(*args, swiglu_block=group, quantize_out=True, pow2_scales=True)
+        return
+    if CUDA and torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("fp8 needs compute capability 8.9")
+    codes, scales = tk.w8a8_gemm(*args, swiglu_block=group, quantize_out=True, pow2_scales=True)
+    gu = (a.double() @ w.double().t()) * sa.double() * sw.view(1, -1).double()
+    ref = (torch.nn.functional.silu(gu[:, :i]) * gu[:, i:]).view(m, i // group, group)
+    exponent = torch.log2(scales.double())
+    assert torch.equal(exponent, exponent.round())  # powers of two
+    need = ref.abs().amax(dim=2).t() / qmax  # (groups, m)
+    assert bool((scales.double() >= need * (1 - 2e-2)).all() and (scales.double() < 2 * need * (1 + 2e-2)).all())
+    got = codes.double().view(m, i // group, group) * scales.t().double().unsqueeze(2)
+    assert float((got - ref).norm() / ref.norm()) < 0.05
+
+
 def scaled_mm_fast_accum(a, sa, w, sw):
     """cuBLAS's fp8 GEMM with fast accumulation, zero-padded to the multiples of 16 it
     needs (zeros add nothing to the sums)."""
