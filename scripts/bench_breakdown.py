@@ -11,11 +11,18 @@ small gaps between kernels); eager int8's casts and multiplies should sit in qua
 
     python scripts/bench_breakdown.py [--configfile config/config.yaml] [--batch 128] [--json out.json]
         [--schemes w8a8-fp8 --impls triton [--fused-rotary] [--triton-attention] [--act-group-size 128]]
+        [--graph-gaps]
+
+--graph-gaps (GPU) also profiles CUDA-graph replays of the forward, as the harness times
+them, and prints where the GPU sits idle between kernels: the replays' span against the
+sum of their kernels, and the largest gaps summed by the pair of kernels around them.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import itertools
 import json
 import statistics
 
@@ -25,8 +32,46 @@ import yaml
 from qbench import schemes
 from qbench.device import resolve_device
 from qbench.profile_parts import profile_parts
-from qbench.timing import TimingConfig, time_forward
+from qbench.timing import TimingConfig, capture_graph, time_forward
 from qbench.workloads import WorkloadConfig, build_model, make_input
+
+
+def graph_gaps(fn, device: torch.device, replays: int = 5, top: int = 12, width: int = 60) -> dict:
+    """Idle time between the kernels of CUDA-graph replays of fn: span, kernel sum, and the
+    largest gaps by (kernel before, kernel after), per replay."""
+    graph, note = capture_graph(fn, device)
+    if graph is None:
+        print(f"graph gaps: no graph ({note})", flush=True)
+        return {}
+    for _ in range(3):
+        graph.replay()
+    torch.cuda.synchronize(device)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(replays):
+            graph.replay()
+        torch.cuda.synchronize(device)
+    kernels = sorted(
+        ((e.time_range.start, e.time_range.end, e.name) for e in prof.events() if e.device_type.name == "CUDA"),
+        key=lambda k: k[0],
+    )
+    if len(kernels) < 2:
+        print(f"graph gaps: the profiler saw {len(kernels)} kernels in the replays", flush=True)
+        return {}
+    span = (kernels[-1][1] - kernels[0][0]) / 1e3 / replays
+    busy = sum(end - start for start, end, _ in kernels) / 1e3 / replays
+    gaps = collections.defaultdict(lambda: [0.0, 0])
+    for (_, end, before), (start, _, after) in itertools.pairwise(kernels):
+        if start > end:
+            key = (before[:width], after[:width])
+            gaps[key][0] += (start - end) / 1e3 / replays
+            gaps[key][1] += 1
+    print(f"graph replays: {span:.3f} ms span, {busy:.3f} ms in {len(kernels) // replays} kernels, "
+          f"{span - busy:.3f} ms idle per forward", flush=True)  # fmt: skip
+    worst = sorted(gaps.items(), key=lambda kv: -kv[1][0])[:top]
+    for (before, after), (ms, n) in worst:
+        print(f"  idle {ms:8.4f} ms {n / replays:6.1f}x  {before}  ->  {after}")
+    return {"span_ms": span, "busy_ms": busy, "kernels": len(kernels) // replays,
+            "gaps": [[b, a, ms, n / replays] for (b, a), (ms, n) in worst]}  # fmt: skip
 
 
 def main() -> None:
@@ -42,6 +87,7 @@ def main() -> None:
                     help="impl triton: rotary embeddings in the q|k|v GEMM's epilogue (TritonDecoderLayer.fused_rotary)")
     ap.add_argument("--act-group-size", type=int,
                     help="impl triton: the down projection's input quantized per token and group of this many channels")
+    ap.add_argument("--graph-gaps", action="store_true", help="also the idle time between kernels of graph replays")
     ap.add_argument("--triton-attention", action="store_true",
                     help="impl triton: rotary and attention in one Triton kernel (TritonDecoderLayer.triton_attention)")
     args = ap.parse_args()
@@ -73,6 +119,7 @@ def main() -> None:
             timing = TimingConfig(warmup=5, min_iterations=10, max_iterations=10)
             s = time_forward(lambda: model(x), device, timing)
             p = profile_parts(lambda: model(x), device, args.forwards, model, top=100_000)
+            gaps = graph_gaps(lambda: model(x), device) if args.graph_gaps and device.type == "cuda" else {}
             timed = statistics.fmean(s.latency_ms)
             parts = ", ".join(f"{k} {v:.3f}" for k, v in p.ms.items())
             print(f"\n{scheme} {impl}: timed {timed:.3f} ms ({s.method}); parts (ms) {parts}; sum {p.total_ms:.3f} ms "
@@ -83,7 +130,8 @@ def main() -> None:
                     print(f"  {part:12s} {ms:10.4f} ms {count:7.1f}x  {kernel[:args.width]}")
             rows.append({"scheme": scheme, "impl": impl, "batch": batch, "timed_ms": timed, "method": s.method,
                          "parts_ms": p.ms, "sum_ms": p.total_ms, "wall_ms": p.wall_ms, "forwards": p.forwards,
-                         "events": {part: [list(e) for e in events] for part, events in p.top.items()}})  # fmt: skip
+                         "events": {part: [list(e) for e in events] for part, events in p.top.items()},
+                         "graph_gaps": gaps})  # fmt: skip
             del model, x
             if device.type == "cuda":
                 torch.cuda.empty_cache()
