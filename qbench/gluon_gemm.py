@@ -57,6 +57,27 @@ WG_ROWS = 64  # rows per consumer warpgroup (one wgmma's M)
 BLOCK_N = 128
 CONSUMERS = 3
 STAGES = 4  # 4 x (3 x 8 + 16) KiB of operands + 3 x 16 KiB of output staging: 208 KiB
+RESCALE = False  # the accumulator rescaled between groups (_grouped_consumer), no partial sum
+# (consumers, block_n, rescale) -> the stages that fit in the H100's 227 KiB of shared memory
+# (operands and output staging): 128 x 256 tiles take 3 x (2 x 8 + 32) KiB + 2 x 32 KiB, and
+# 256 x 128 ones 3 x (4 x 8 + 16) KiB + 4 x 16 KiB
+TILES = {(3, 128, False): STAGES, (2, 128, False): 6, (3, 128, True): STAGES, (2, 128, True): 6,
+         (2, 256, True): 3, (4, 128, True): 3}  # fmt: skip
+TILE_ENV = "QBENCH_GLUON_TILE"  # <rows>x<columns>[r], e.g. 128x256r: the tile w8a8_gemm routes to
+
+
+def tile() -> tuple[int, int, bool]:
+    """(consumers, block_n, rescale) of the tile w8a8_gemm's grouped GEMM runs: QBENCH_GLUON_TILE
+    in the environment (192x128, 128x256r, ...: a trailing r rescales), else the default."""
+    text = os.environ.get(TILE_ENV, "").strip()
+    if not text:
+        return CONSUMERS, BLOCK_N, RESCALE
+    rows, _, cols = text.rstrip("r").partition("x")
+    choice = (int(rows) // WG_ROWS, int(cols), text.endswith("r")) if rows.isdigit() and cols.isdigit() else None
+    if choice not in TILES or int(rows) % WG_ROWS:
+        known = ", ".join(f"{c * WG_ROWS}x{n}{'r' if r else ''}" for c, n, r in TILES)
+        raise ValueError(f"{TILE_ENV}={text!r}: not a tile of qbench.gluon_gemm (one of {known})")
+    return choice
 SA_MODE = 0  # where a K step's row scales come from (_grouped_consumer): 1 and 2 were no faster
 # registers per thread: the producer's warpgroup gives up its own for the consumers'
 # accumulator and partial sum (64 + 64 fp32 each)
@@ -161,7 +182,8 @@ def _store(acc, c_desc, c_buf, r_ready, sb_ptr, row0, col0, t, N, HAS_RESIDUAL: 
 @_jit
 def _grouped_consumer(a_bufs, b_bufs, sa_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr, M, N, K,
                       HAS_RESIDUAL: gl.constexpr, NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr,
-                      CONSUMERS: gl.constexpr, SA_MODE: gl.constexpr, WHICH: gl.constexpr):  # fmt: skip
+                      CONSUMERS: gl.constexpr, SA_MODE: gl.constexpr, RESCALE: gl.constexpr,
+                      WHICH: gl.constexpr):  # fmt: skip
     # rows WHICH * WG_ROWS ... of every tile of the program: each K step's MMA into a
     # fresh partial sum, scaled by its group's row scales (sa (K // BLOCK_K, M)) into the
     # fp32 accumulator while the other warpgroups' MMAs run. (Two partial sums per
@@ -169,6 +191,11 @@ def _grouped_consumer(a_bufs, b_bufs, sa_bufs, c_desc, r_desc, c_bufs, ready, em
     # TFLOP/s split along N, 451-636 along K, against 1009-1112; docs/W8A8.md.)
     # SA_MODE, where a K step's row scales come from: 0 loaded from global memory while
     # its MMA runs; 1 the same, one K step ahead; 2 by TMA with the operands (sa_bufs).
+    # RESCALE: no partial sum. The accumulator holds the sum so far in units of the current
+    # group's scales, u = acc / sa_k, and the MMAs add into it: after step k's it is scaled by
+    # sa_k / sa_k+1 (by sa_k after the last). Half the registers, so a warpgroup's rows
+    # take 256 columns (a 128 x 256 tile reads 10% fewer operand bytes per FLOP than 192 x
+    # 128); the sum over K is then the tensor cores' own, as in the per-token GEMM.
     WG_ROWS: gl.constexpr = c_desc.block_type.shape[0]
     BLOCK_N: gl.constexpr = c_desc.block_type.shape[1]
     BLOCK_K: gl.constexpr = a_bufs.type.shape[2]
@@ -191,12 +218,28 @@ def _grouped_consumer(a_bufs, b_bufs, sa_bufs, c_desc, r_desc, c_bufs, ready, em
             tma.store_wait(0)
             mbarrier.expect(r_ready.index(WHICH), r_desc.block_type.nbytes)
             _tma_load(r_desc, [row0, col0], r_ready.index(WHICH), c_buf)
-        # the partial sum lives in the mainloop only: its registers are free in the epilogue
         acc = gl.zeros((WG_ROWS, BLOCK_N), gl.float32, layout=layout)
+        if RESCALE:
+            # rows past M: A's rows are zeros, and a scale of 1 keeps them so
+            sa = gl.maximum(gl.load(sa_ptr + offs_m, mask=row_ok, other=1.0), 1e-30)
+            for k in range(k_tiles):
+                s = i % STAGES
+                mbarrier.wait(ready.index(s), (i // STAGES) & 1)
+                acc = warpgroup_mma(a_bufs.index(s * CONSUMERS + WHICH), b_bufs.index(s).permute((1, 0)), acc,
+                                    is_async=True)  # fmt: skip
+                # the next group's scales load while the MMA runs (after the last: 1)
+                sa_next = gl.load(sa_ptr + (k + 1) * M + offs_m, mask=row_ok & (k + 1 < k_tiles), other=1.0)
+                sa_next = gl.maximum(sa_next, 1e-30)
+                acc = warpgroup_mma_wait(0, deps=(acc, b_bufs.index(s)))[0]
+                mbarrier.arrive(empty.index(s))
+                acc = acc * (sa / sa_next)[:, None]
+                sa = sa_next
+                i += 1
+        # the partial sum lives in the mainloop only: its registers are free in the epilogue
         part = gl.zeros((WG_ROWS, BLOCK_N), gl.float32, layout=layout)
         if SA_MODE == 1:
             sa_next = gl.load(sa_ptr + offs_m, mask=row_ok, other=0.0)
-        for k in range(k_tiles):
+        for k in range(0 if RESCALE else k_tiles):
             part = _issue(a_bufs, b_bufs, ready, part, i, STAGES, CONSUMERS, WHICH)
             if SA_MODE == 0:
                 sa = gl.load(sa_ptr + k * M + offs_m, mask=row_ok, other=0.0)  # while the MMA runs
@@ -216,7 +259,8 @@ def _grouped_consumer(a_bufs, b_bufs, sa_bufs, c_desc, r_desc, c_bufs, ready, em
 @_jit
 def _grouped_gemm_kernel(a_desc, b_desc, c_desc, r_desc, sa_desc, sa_ptr, sb_ptr, M, N, K, HAS_RESIDUAL: gl.constexpr,
                          NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr, CONSUMERS: gl.constexpr,
-                         SA_MODE: gl.constexpr, PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr):  # fmt: skip
+                         SA_MODE: gl.constexpr, PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+                         RESCALE: gl.constexpr = False):  # fmt: skip
     # persistent: a producer warp and CONSUMERS (2 or 3) consumer warpgroups sharing each
     # (CONSUMERS * WG_ROWS) x BLOCK_N tile; empty[s] counts every consumer
     a_bufs = gl.allocate_shared_memory(a_desc.dtype, [STAGES * CONSUMERS] + a_desc.block_type.shape, a_desc.layout)
@@ -238,15 +282,32 @@ def _grouped_gemm_kernel(a_desc, b_desc, c_desc, r_desc, sa_desc, sa_ptr, sb_ptr
     fence_async_shared()
     # the consumers differ only in WHICH, the last argument (a tuple built once and
     # extended loses its constexprs in Triton 3.6's warp_specialize: spelled out)
-    if CONSUMERS == 3:
+    if CONSUMERS == 4:
         gl.warp_specialize(
             [
                 (_grouped_consumer, (a_bufs, b_bufs, sa_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr,
-                                     M, N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, SA_MODE, 0)),
+                                     M, N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, SA_MODE, RESCALE, 0)),
                 (_grouped_consumer, (a_bufs, b_bufs, sa_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr,
-                                     M, N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, SA_MODE, 1)),
+                                     M, N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, SA_MODE, RESCALE, 1)),
                 (_grouped_consumer, (a_bufs, b_bufs, sa_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr,
-                                     M, N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, SA_MODE, 2)),
+                                     M, N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, SA_MODE, RESCALE, 2)),
+                (_grouped_consumer, (a_bufs, b_bufs, sa_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr,
+                                     M, N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, SA_MODE, RESCALE, 3)),
+                (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS, GROUP_M, STAGES, CONSUMERS,
+                             sa_desc, sa_bufs, SA_MODE == 2)),
+            ],
+            [4, 4, 4, 1],
+            [CONSUMER_REGS, CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS],
+        )  # fmt: skip
+    elif CONSUMERS == 3:
+        gl.warp_specialize(
+            [
+                (_grouped_consumer, (a_bufs, b_bufs, sa_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr,
+                                     M, N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, SA_MODE, RESCALE, 0)),
+                (_grouped_consumer, (a_bufs, b_bufs, sa_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr,
+                                     M, N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, SA_MODE, RESCALE, 1)),
+                (_grouped_consumer, (a_bufs, b_bufs, sa_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr,
+                                     M, N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, SA_MODE, RESCALE, 2)),
                 (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS, GROUP_M, STAGES, CONSUMERS,
                              sa_desc, sa_bufs, SA_MODE == 2)),
             ],
@@ -257,9 +318,9 @@ def _grouped_gemm_kernel(a_desc, b_desc, c_desc, r_desc, sa_desc, sa_ptr, sb_ptr
         gl.warp_specialize(
             [
                 (_grouped_consumer, (a_bufs, b_bufs, sa_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr,
-                                     M, N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, SA_MODE, 0)),
+                                     M, N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, SA_MODE, RESCALE, 0)),
                 (_grouped_consumer, (a_bufs, b_bufs, sa_bufs, c_desc, r_desc, c_bufs, ready, empty, r_ready, sa_ptr, sb_ptr,
-                                     M, N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, SA_MODE, 1)),
+                                     M, N, K, HAS_RESIDUAL, NUM_SMS, GROUP_M, STAGES, CONSUMERS, SA_MODE, RESCALE, 1)),
                 (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, M, N, K, NUM_SMS, GROUP_M, STAGES, CONSUMERS,
                              sa_desc, sa_bufs, SA_MODE == 2)),
             ],
@@ -270,8 +331,8 @@ def _grouped_gemm_kernel(a_desc, b_desc, c_desc, r_desc, sa_desc, sa_ptr, sb_ptr
 
 def _registers(consumers: int) -> tuple[int, int]:
     # (producer, consumer) registers per thread: 65,536 per SM for (consumers + 1) x 128
-    # threads (the producer warp's warpgroup is padded to 4 warps)
-    return (PRODUCER_REGS, CONSUMER_REGS) if consumers == 3 else (40, 232)
+    # threads (the producer warp's warpgroup is padded to 4 warps); 4 consumers only rescale
+    return {2: (40, 232), 3: (PRODUCER_REGS, CONSUMER_REGS), 4: (24, 120)}[consumers]
 
 
 def unavailable(a: torch.Tensor, w: torch.Tensor, group: int, residual: torch.Tensor | None = None) -> str | None:
@@ -294,27 +355,35 @@ def unavailable(a: torch.Tensor, w: torch.Tensor, group: int, residual: torch.Te
 
 def grouped_gemm(
     a: torch.Tensor, a_scale: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor,
-    residual: torch.Tensor | None = None, consumers: int = CONSUMERS, stages: int = STAGES, group_m: int = 8,
-    sa_mode: int = SA_MODE,
+    residual: torch.Tensor | None = None, consumers: int | None = None, stages: int | None = None, group_m: int = 8,
+    sa_mode: int = SA_MODE, block_n: int | None = None, rescale: bool | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """(a @ w.T) * a_scale * w_scale (+ residual), fp16, as `w8a8_gemm(..., a_group=128)`:
     a (M, K) fp8 e4m3 quantized per row and group of 128 columns, a_scale (K // 128, M)
-    fp32, w (N, K) fp8 e4m3 with w_scale (N,) or (1, N) fp32 per channel."""
+    fp32, w (N, K) fp8 e4m3 with w_scale (N,) or (1, N) fp32 per channel. The tile:
+    consumers x 64 rows by block_n columns, with rescale or not (one of TILES; what is not
+    given comes from `tile()`); stages: as many as fit."""
     m, k = a.shape
     n = w.shape[0]
     why = unavailable(a, w, GROUP, residual)
-    if why or tuple(a_scale.shape) != (k // GROUP, m) or consumers not in (2, 3):
+    default = tile()
+    consumers = consumers or default[0]
+    block_n = block_n or default[1]
+    rescale = default[2] if rescale is None else rescale
+    shape = (consumers, block_n, bool(rescale))
+    if why or tuple(a_scale.shape) != (k // GROUP, m) or shape not in TILES:
         raise ValueError(f"grouped_gemm: {why or ''} a {tuple(a.shape)}, a_scale {tuple(a_scale.shape)} (wants "
-                         f"{(k // GROUP, m)}), consumers {consumers} (2 or 3)")  # fmt: skip
+                         f"{(k // GROUP, m)}), (consumers, block_n, rescale) {shape} (one of {list(TILES)})")  # fmt: skip
+    stages = stages or TILES[shape]
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     c = torch.empty((m, n), device=a.device, dtype=torch.float16)
     lay = gl.NVMMASharedLayout.get_default_for
     a_desc = TensorDescriptor.from_tensor(a, [WG_ROWS, GROUP], lay([WG_ROWS, GROUP], gl.float8e4nv))
-    b_desc = TensorDescriptor.from_tensor(w, [BLOCK_N, GROUP], lay([BLOCK_N, GROUP], gl.float8e4nv))
+    b_desc = TensorDescriptor.from_tensor(w, [block_n, GROUP], lay([block_n, GROUP], gl.float8e4nv))
     # the output's and the residual's boxes: one consumer's rows of a tile
-    c_layout = lay([WG_ROWS, BLOCK_N], gl.float16)
-    c_desc = TensorDescriptor.from_tensor(c, [WG_ROWS, BLOCK_N], c_layout)
+    c_layout = lay([WG_ROWS, block_n], gl.float16)
+    c_desc = TensorDescriptor.from_tensor(c, [WG_ROWS, block_n], c_layout)
     sa_flat = a_scale.reshape(-1)
     if sa_mode == 2 and (sa_flat.data_ptr() % 16 or m % 4):
         # a TMA box starts at a 16-byte aligned address, and group g's rows start at g * M
@@ -323,34 +392,37 @@ def grouped_gemm(
     # (any descriptor where the kernel does not read the scales by TMA)
     sa_desc = TensorDescriptor.from_tensor(sa_flat, [WG_ROWS], _sa_layout()) if sa_mode == 2 else c_desc
     sms = torch.cuda.get_device_properties(a.device).multi_processor_count
-    tiles = triton.cdiv(m, consumers * WG_ROWS) * triton.cdiv(n, BLOCK_N)
+    tiles = triton.cdiv(m, consumers * WG_ROWS) * triton.cdiv(n, block_n)
     r_desc = c_desc  # unused without a residual
     if residual is not None:
-        r_desc = TensorDescriptor.from_tensor(residual.reshape(m, n), [WG_ROWS, BLOCK_N], c_layout)
+        r_desc = TensorDescriptor.from_tensor(residual.reshape(m, n), [WG_ROWS, block_n], c_layout)
     producer_regs, consumer_regs = _registers(consumers)
     _grouped_gemm_kernel[(min(sms, tiles),)](
         a_desc, b_desc, c_desc, r_desc, sa_desc, sa_flat, w_scale.reshape(-1), m, n, k,
         HAS_RESIDUAL=residual is not None, NUM_SMS=min(sms, tiles), GROUP_M=group_m, STAGES=stages,
-        CONSUMERS=consumers, SA_MODE=sa_mode, PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, num_warps=4,
+        CONSUMERS=consumers, SA_MODE=sa_mode, PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs,
+        RESCALE=bool(rescale), num_warps=4,
     )  # fmt: skip
     return c
 
 
-def compile_for_sm90(residual: bool, consumers: int = CONSUMERS, stages: int = STAGES, sa_mode: int = SA_MODE):
+def compile_for_sm90(residual: bool, consumers: int = CONSUMERS, stages: int | None = None, sa_mode: int = SA_MODE,
+                     block_n: int = BLOCK_N, rescale: bool = RESCALE):  # fmt: skip
     """The kernel compiled for sm_90 without a GPU (tests, and the probe's --compile-only)."""
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 
     producer_regs, consumer_regs = _registers(consumers)
-    const = {"HAS_RESIDUAL": residual, "NUM_SMS": 132, "GROUP_M": 8, "STAGES": stages, "CONSUMERS": consumers,
-             "SA_MODE": sa_mode, "PRODUCER_REGS": producer_regs, "CONSUMER_REGS": consumer_regs}  # fmt: skip
+    const = {"HAS_RESIDUAL": residual, "NUM_SMS": 132, "GROUP_M": 8, "STAGES": stages or TILES[consumers, block_n, rescale],
+             "CONSUMERS": consumers, "SA_MODE": sa_mode, "PRODUCER_REGS": producer_regs, "CONSUMER_REGS": consumer_regs,
+             "RESCALE": rescale}  # fmt: skip
     lay = gl.NVMMASharedLayout.get_default_for
-    la, lb = lay([WG_ROWS, GROUP], gl.float8e4nv), lay([BLOCK_N, GROUP], gl.float8e4nv)
-    lc = lay([WG_ROWS, BLOCK_N], gl.float16)
+    la, lb = lay([WG_ROWS, GROUP], gl.float8e4nv), lay([block_n, GROUP], gl.float8e4nv)
+    lc = lay([WG_ROWS, block_n], gl.float16)
     sig = {"a_desc": f"tensordesc<fp8e4nv[{WG_ROWS}, {GROUP}],{la!r}>",
-           "b_desc": f"tensordesc<fp8e4nv[{BLOCK_N}, {GROUP}],{lb!r}>",
-           "c_desc": f"tensordesc<fp16[{WG_ROWS}, {BLOCK_N}],{lc!r}>",
-           "r_desc": f"tensordesc<fp16[{WG_ROWS}, {BLOCK_N}],{lc!r}>",
+           "b_desc": f"tensordesc<fp8e4nv[{block_n}, {GROUP}],{lb!r}>",
+           "c_desc": f"tensordesc<fp16[{WG_ROWS}, {block_n}],{lc!r}>",
+           "r_desc": f"tensordesc<fp16[{WG_ROWS}, {block_n}],{lc!r}>",
            "sa_desc": f"tensordesc<fp32[{WG_ROWS}],{_sa_layout()!r}>", "sa_ptr": "*fp32", "sb_ptr": "*fp32"}  # fmt: skip
     fn = _grouped_gemm_kernel
     sig = {name: "constexpr" if name in const else sig.get(name, "i32") for name in fn.arg_names}

@@ -652,7 +652,7 @@ def w8a8_gemm(
         from qbench import gluon_gemm
 
         why = gluon_gemm.unavailable(a, w, a_group, residual)
-        _log_once(f"grouped GEMM: Triton ({why})" if why else f"grouped GEMM: Gluon, {gluon_gemm.CONSUMERS} warpgroups")
+        _log_once(f"grouped GEMM: Triton ({why})" if why else f"grouped GEMM: Gluon, tile {gluon_gemm.tile()}")
         if why is None:
             return gluon_gemm.grouped_gemm(a, a_scale, w, w_scale, residual)
     rope, rope_args = {"HEAD_DIM": 0}, (a, a, 1, 0, 0)  # cos_ptr, sin_ptr, SEQ, N_Q, N_ROT: unused without rotary

@@ -220,19 +220,21 @@ def _ws_gemm_kernel(a_desc, b_desc, c_desc, sa_ptr, sb_ptr, r_ptr, stride_r, M, 
 VARIANTS = ("pingpong", "ws1", "simple", "grouped")
 
 
-def gemm(a, a_scale, w, w_scale, residual=None, block=(128, 128, 128), stages=5, group_m=8, variant="pingpong", sa_mode=0):
+def gemm(a, a_scale, w, w_scale, residual=None, block=(128, 128, 128), stages=5, group_m=8, variant="pingpong", sa_mode=0,
+         rescale=False):  # fmt: skip
     """(a @ w.T) * a_scale * w_scale (+ residual), fp16: a (M, K) and w (N, K) fp8 e4m3,
     a_scale (M, 1), w_scale (1, N) fp32, as qbench.triton_kernels.w8a8_gemm. variant: one
     of VARIANTS (ping-pong; one consumer warpgroup and a producer warp; no warp
     specialization; qbench.gluon_gemm's kernel for A in 128-column groups, a_scale
-    (K // 128, M), block[0] // 64 consumer warpgroups, its row scales by sa_mode)."""
+    (K // 128, M), block[0] // 64 consumer warpgroups by block[1] columns, its row scales by
+    sa_mode, rescaling its accumulator between groups with rescale)."""
     import torch
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     bm, bn, bk = block
     if variant == "grouped":
         return gluon_gemm.grouped_gemm(a, a_scale, w, w_scale, residual, consumers=bm // 64, stages=stages,
-                                       group_m=group_m, sa_mode=sa_mode)  # fmt: skip
+                                       group_m=group_m, sa_mode=sa_mode, block_n=bn, rescale=rescale)  # fmt: skip
     m, k = a.shape
     n = w.shape[0]
     c = torch.empty((m, n), device=a.device, dtype=torch.float16)
@@ -255,7 +257,7 @@ def gemm(a, a_scale, w, w_scale, residual=None, block=(128, 128, 128), stages=5,
     return c
 
 
-def compile_only(stages: int, block: tuple[int, int, int], variant: str) -> None:
+def compile_only(stages: int | None, block: tuple[int, int, int], variant: str, rescale: bool = False) -> None:
     """Compile the kernel for sm_90 without a GPU: prints its shared memory and what the
     PTX holds (wgmma, barrier waits, register counts set per partition)."""
     bm, bn, bk = block
@@ -265,7 +267,8 @@ def compile_only(stages: int, block: tuple[int, int, int], variant: str) -> None
     fn = _simple_gemm_kernel if variant == "simple" else _ws_gemm_kernel
     for residual in (False, True):
         if variant == "grouped":
-            kernel = gluon_gemm.compile_for_sm90(residual, consumers=bm // 64, stages=stages)
+            kernel = gluon_gemm.compile_for_sm90(residual, consumers=bm // 64, stages=stages, block_n=bn,
+                                                 rescale=rescale)  # fmt: skip
         else:
             const = {"HAS_RESIDUAL": residual, "GROUP_M": 8, "STAGES": stages}
             if variant != "simple":
@@ -299,8 +302,10 @@ def _hang(where: str, seconds: float) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--m", type=int, nargs="+", default=[16384, 131072])
-    ap.add_argument("--stages", type=int, default=5)
-    ap.add_argument("--block", default="128x128x128", help="BLOCK_M x BLOCK_N x BLOCK_K of a consumer's tile")
+    ap.add_argument("--stages", type=int, default=None, help="default: 5, grouped: as many as fit")
+    ap.add_argument("--block", nargs="+", default=["128x128x128"],
+                    help="BLOCK_M x BLOCK_N x BLOCK_K of a tile; grouped: several, each timed, and a trailing r "
+                         "rescales the accumulator between groups (192x128x128 256x128x128r)")  # fmt: skip
     ap.add_argument(
         "--hang-s", type=float, default=60.0, help="end the process if the first launch of a shape takes longer"
     )
@@ -310,9 +315,14 @@ def main() -> None:
                     help="grouped: where the row scales come from (qbench.gluon_gemm._grouped_consumer), each timed")
     ap.add_argument("--compile-only", action="store_true", help="compile for sm_90 and stop (no GPU needed)")
     args = ap.parse_args()
-    block = tuple(int(v) for v in args.block.split("x"))
+    # (block, rescale) per tile to time; the first one's block quantizes A's groups
+    tiles = [(tuple(int(v) for v in b.rstrip("r").split("x")), b.endswith("r")) for b in args.block]
+    if args.variant != "grouped":
+        tiles, args.stages = tiles[:1], args.stages or 5
+    block = tiles[0][0]
     if args.compile_only:
-        compile_only(args.stages, block, args.variant)
+        for blk, rescale in tiles:
+            compile_only(args.stages, blk, args.variant, rescale)
         return
     import torch
 
@@ -347,13 +357,17 @@ def main() -> None:
             modes = args.sa_mode if args.variant == "grouped" else [0]
             flop = 2.0 * m * n * k
             row, errs = {}, []
-            for mode in modes:
-                got = gemm(a, sa, w, sw, r, block=block, stages=args.stages, variant=args.variant, sa_mode=mode)
-                torch.cuda.synchronize()
-                errs.append(float((got.float() - ref.float()).norm() / ref.float().norm()))
-                name = f"{args.variant}_sa{mode}" if args.variant == "grouped" else args.variant
-                row[name] = tflops(flop, gemm, a, sa, w, sw, r, block=block, stages=args.stages,
-                                   variant=args.variant, sa_mode=mode)  # fmt: skip
+            for (bm, bn, bk), rescale in tiles:
+                for mode in modes:
+                    kw = {"block": (bm, bn, bk), "stages": args.stages, "variant": args.variant, "sa_mode": mode,
+                          "rescale": rescale}  # fmt: skip
+                    got = gemm(a, sa, w, sw, r, **kw)
+                    torch.cuda.synchronize()
+                    errs.append(float((got.float() - ref.float()).norm() / ref.float().norm()))
+                    name = args.variant
+                    if args.variant == "grouped":
+                        name = f"{bm}x{bn}{'r' if rescale else ''}_sa{mode}"
+                    row[name] = tflops(flop, gemm, a, sa, w, sw, r, **kw)
             dog.cancel()
             err = max(errs)
             row["triton"] = tflops(flop, tk.w8a8_gemm, a, sa, w, sw, residual=r, **tri)

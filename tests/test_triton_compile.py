@@ -135,18 +135,24 @@ def test_the_gluon_ping_pong_probe_compiles_for_the_h100():
     assert all(int(line.split("shared=")[1].split()[0]) <= 232448 for line in lines), run.stdout
 
 
-@pytest.mark.parametrize("consumers,stages,sa_mode,wgmma", [(3, 4, 0, 12), (3, 4, 2, 12), (2, 6, 1, 8)])
-def test_the_gluon_grouped_gemm_compiles_for_the_h100(consumers, stages, sa_mode, wgmma):
+@pytest.mark.parametrize(
+    "consumers,stages,sa_mode,wgmma,block_n,rescale",
+    [(3, 4, 0, 12, 128, False), (3, 4, 2, 12, 128, False), (2, 6, 1, 8, 128, False), (2, 3, 0, 8, 256, True),
+     (4, 3, 0, 16, 128, True)],
+)  # fmt: skip
+def test_the_gluon_grouped_gemm_compiles_for_the_h100(consumers, stages, sa_mode, wgmma, block_n, rescale):
     """qbench.gluon_gemm (the down GEMM for A in 128-column groups: Gluon has no
     interpreter, so the CPU can only compile it) compiles for sm_90 with and without the
-    residual: one 64x128x128 MMA (4 wgmma) per consumer warpgroup, within the H100's
-    227 KiB of shared memory. With its row scales by TMA (sa_mode 2) the producer loads
-    one 1-D box of them per consumer and K step; otherwise none."""
+    residual: one 64 x block_n x 128 MMA (4 wgmma) per consumer warpgroup, with a partial
+    sum per K step or the accumulator rescaled, within the H100's 227 KiB of shared memory.
+    With its row scales by TMA (sa_mode 2) the producer loads one 1-D box of them per
+    consumer and K step; otherwise none."""
     pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
     script = (
         "from qbench import gluon_gemm as g\n"
         "for residual in (False, True):\n"
-        f"    k = g.compile_for_sm90(residual, consumers={consumers}, stages={stages}, sa_mode={sa_mode})\n"
+        f"    k = g.compile_for_sm90(residual, consumers={consumers}, stages={stages}, sa_mode={sa_mode},\n"
+        f"                           block_n={block_n}, rescale={rescale})\n"
         "    ptx = k.asm['ptx']\n"
         "    print('shared', k.metadata.shared, 'wgmma', ptx.count('wgmma.mma_async'),\n"
         "          'tma1d', ptx.count('cp.async.bulk.tensor.1d'))\n"

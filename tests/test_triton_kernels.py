@@ -590,6 +590,31 @@ def test_the_gluon_grouped_gemm_matches_the_triton_one(m, k, n, residual):
     for mode in (0, 1, 2):
         other = gluon_gemm.grouped_gemm(a, sa.t().contiguous(), w, sw.view(1, -1), r, sa_mode=mode)
         assert torch.equal(other, got), (mode, float((other.float() - got.float()).abs().max()))
+    # every tile, the accumulator rescaled between groups too: the sum over K is then the
+    # tensor cores' (as in the per-token GEMM), so close to the reference, not to the bit
+    for consumers, block_n, rescale in gluon_gemm.TILES:
+        other = gluon_gemm.grouped_gemm(a, sa.t().contiguous(), w, sw.view(1, -1), r, consumers=consumers,
+                                        block_n=block_n, rescale=rescale)  # fmt: skip
+        tile = (consumers, block_n, rescale)
+        assert float((other.double() - ref).norm() / ref.norm()) < 2e-3, tile
+        assert float((other.float() - got.float()).abs().max()) <= 2e-3 * float(ref.abs().max()), tile
+
+
+def test_the_gluon_tile_comes_from_the_environment(monkeypatch):
+    """QBENCH_GLUON_TILE picks the grouped GEMM's tile (rows x columns, r: rescaled); one it
+    does not have is refused by name, with the tiles it has."""
+    from qbench import gluon_gemm
+
+    monkeypatch.delenv(gluon_gemm.TILE_ENV, raising=False)
+    assert gluon_gemm.tile() == (gluon_gemm.CONSUMERS, gluon_gemm.BLOCK_N, gluon_gemm.RESCALE)
+    monkeypatch.setenv(gluon_gemm.TILE_ENV, "128x256r")
+    assert gluon_gemm.tile() == (2, 256, True)
+    monkeypatch.setenv(gluon_gemm.TILE_ENV, "192x128")
+    assert gluon_gemm.tile() == (3, 128, False)
+    for bad in ("128x256", "100x128", "wide"):
+        monkeypatch.setenv(gluon_gemm.TILE_ENV, bad)
+        with pytest.raises(ValueError, match=rf"QBENCH_GLUON_TILE='{bad}'.*192x128, "):
+            gluon_gemm.tile()
 
 
 def test_the_gluon_grouped_gemm_says_why_it_cannot_run(monkeypatch):
