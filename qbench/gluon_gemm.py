@@ -63,6 +63,7 @@ RESCALE = False  # the accumulator rescaled between groups (_grouped_consumer), 
 # 256 x 128 ones 3 x (4 x 8 + 16) KiB + 4 x 16 KiB
 TILES = {(3, 128, False): STAGES, (2, 128, False): 6, (3, 128, True): STAGES, (2, 128, True): 6,
          (2, 256, True): 3, (4, 128, True): 3}  # fmt: skip
+TILE = (CONSUMERS, BLOCK_N, RESCALE)  # w8a8_gemm's tile, unless QBENCH_GLUON_TILE names another
 TILE_ENV = "QBENCH_GLUON_TILE"  # <rows>x<columns>[r], e.g. 128x256r: the tile w8a8_gemm routes to
 
 
@@ -71,7 +72,7 @@ def tile() -> tuple[int, int, bool]:
     in the environment (192x128, 128x256r, ...: a trailing r rescales), else the default."""
     text = os.environ.get(TILE_ENV, "").strip()
     if not text:
-        return CONSUMERS, BLOCK_N, RESCALE
+        return TILE
     rows, _, cols = text.rstrip("r").partition("x")
     choice = (int(rows) // WG_ROWS, int(cols), text.endswith("r")) if rows.isdigit() and cols.isdigit() else None
     if choice not in TILES or int(rows) % WG_ROWS:
@@ -331,8 +332,10 @@ def _grouped_gemm_kernel(a_desc, b_desc, c_desc, r_desc, sa_desc, sa_ptr, sb_ptr
 
 def _registers(consumers: int) -> tuple[int, int]:
     # (producer, consumer) registers per thread: 65,536 per SM for (consumers + 1) x 128
-    # threads (the producer warp's warpgroup is padded to 4 warps); 4 consumers only rescale
-    return {2: (40, 232), 3: (PRODUCER_REGS, CONSUMER_REGS), 4: (24, 120)}[consumers]
+    # threads (the producer warp's warpgroup is padded to 4 warps). 4 consumers only rescale
+    # (64 accumulator registers each): 112 for three, and Triton gives the default partition
+    # (the first) 120, where none of them spills in the mainloop (with 120 it got 96, and did)
+    return {2: (40, 232), 3: (PRODUCER_REGS, CONSUMER_REGS), 4: (24, 112)}[consumers]
 
 
 def unavailable(a: torch.Tensor, w: torch.Tensor, group: int, residual: torch.Tensor | None = None) -> str | None:

@@ -568,10 +568,11 @@ def test_gemm_scales_each_group_of_a_in_its_mainloop(q, m, k, n, group, block_k,
 @pytest.mark.skipif(not CUDA or torch.cuda.get_device_capability() != (9, 0), reason="the Gluon kernel is Hopper's")
 @pytest.mark.parametrize("m,k,n,residual", [(1000, 1024, 384, True), (4096, 8192, 2048, True), (193, 256, 136, False)])
 def test_the_gluon_grouped_gemm_matches_the_triton_one(m, k, n, residual):
-    """On Hopper, w8a8_gemm(..., a_group=128) runs qbench.gluon_gemm's kernel: the exact sum
-    over groups, as the Triton kernel (which a given config forces), at tile edges too
-    (M not a multiple of the 192-row tile, N of 128); so does every way it can fetch the row
-    scales (sa_mode), to the bit."""
+    """On Hopper, w8a8_gemm(..., a_group=128) runs qbench.gluon_gemm's kernel (its tile()).
+    Every tile is close to the float64 sum over groups, at tile edges too (M not a multiple
+    of its rows, N of its columns); the one with a partial sum per K step agrees with the
+    Triton kernel (which a given config forces), and to the bit with itself whichever way
+    it fetches the row scales (sa_mode)."""
     from qbench import gluon_gemm
 
     x = rand(m, k, seed=m + k).float().view(m, k // 128, 128)
@@ -585,19 +586,25 @@ def test_the_gluon_grouped_gemm_matches_the_triton_one(m, k, n, residual):
     triton_out = tk.w8a8_gemm(a, sa.t().contiguous(), w, sw.view(1, -1), residual=r, a_group=128, config=cfg)
     deq = a.double().view(m, k // 128, 128) * sa.double().unsqueeze(2)
     ref = deq.view(m, k) @ (w.double() * sw.double()).t() + (r.double() if residual else 0)
-    assert float((got.double() - ref).norm() / ref.norm()) < 2e-3
-    assert float((got.float() - triton_out.float()).abs().max()) <= 2e-3 * float(ref.abs().max())
-    for mode in (0, 1, 2):
-        other = gluon_gemm.grouped_gemm(a, sa.t().contiguous(), w, sw.view(1, -1), r, sa_mode=mode)
-        assert torch.equal(other, got), (mode, float((other.float() - got.float()).abs().max()))
-    # every tile, the accumulator rescaled between groups too: the sum over K is then the
-    # tensor cores' (as in the per-token GEMM), so close to the reference, not to the bit
+    assert torch.equal(got, gluon_gemm.grouped_gemm(a, sa.t().contiguous(), w, sw.view(1, -1), r))  # its tile()
+    # each tile; the one with a partial sum per K step (exact over K) with every way it can
+    # fetch the row scales (sa_mode), to the bit. A rescaled accumulator leaves the sum over K
+    # to the tensor cores, whose fp8 MMAs keep fewer bits (as in the per-token GEMM): 2.7e-3
+    # at K = 8192 on an H100 (2026-11-27), against the exact tile's
+    exact = gluon_gemm.grouped_gemm(a, sa.t().contiguous(), w, sw.view(1, -1), r, consumers=3, block_n=128,
+                                    rescale=False)  # fmt: skip
+    assert float((exact.double() - ref).norm() / ref.norm()) < 2e-3
+    assert float((exact.float() - triton_out.float()).abs().max()) <= 2e-3 * float(ref.abs().max())
+    for mode in (1, 2):
+        other = gluon_gemm.grouped_gemm(a, sa.t().contiguous(), w, sw.view(1, -1), r, consumers=3, block_n=128,
+                                        rescale=False, sa_mode=mode)  # fmt: skip
+        assert torch.equal(other, exact), (mode, float((other.float() - exact.float()).abs().max()))
     for consumers, block_n, rescale in gluon_gemm.TILES:
         other = gluon_gemm.grouped_gemm(a, sa.t().contiguous(), w, sw.view(1, -1), r, consumers=consumers,
                                         block_n=block_n, rescale=rescale)  # fmt: skip
-        tile = (consumers, block_n, rescale)
-        assert float((other.double() - ref).norm() / ref.norm()) < 2e-3, tile
-        assert float((other.float() - got.float()).abs().max()) <= 2e-3 * float(ref.abs().max()), tile
+        tile, tol = (consumers, block_n, rescale), 5e-3 if rescale else 2e-3
+        assert float((other.double() - ref).norm() / ref.norm()) < tol, tile
+        assert float((other.float() - exact.float()).abs().max()) <= tol * float(ref.abs().max()), tile
 
 
 def test_the_gluon_tile_comes_from_the_environment(monkeypatch):
@@ -606,7 +613,7 @@ def test_the_gluon_tile_comes_from_the_environment(monkeypatch):
     from qbench import gluon_gemm
 
     monkeypatch.delenv(gluon_gemm.TILE_ENV, raising=False)
-    assert gluon_gemm.tile() == (gluon_gemm.CONSUMERS, gluon_gemm.BLOCK_N, gluon_gemm.RESCALE)
+    assert gluon_gemm.tile() == gluon_gemm.TILE
     monkeypatch.setenv(gluon_gemm.TILE_ENV, "128x256r")
     assert gluon_gemm.tile() == (2, 256, True)
     monkeypatch.setenv(gluon_gemm.TILE_ENV, "192x128")
