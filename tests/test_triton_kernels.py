@@ -602,9 +602,10 @@ def test_the_gluon_grouped_gemm_matches_the_triton_one(m, k, n, residual):
     for consumers, block_n, rescale in gluon_gemm.TILES:
         other = gluon_gemm.grouped_gemm(a, sa.t().contiguous(), w, sw.view(1, -1), r, consumers=consumers,
                                         block_n=block_n, rescale=rescale)  # fmt: skip
-        tile, tol = (consumers, block_n, rescale), 5e-3 if rescale else 2e-3
+        # (elementwise, 4.0 on values up to 474 at K = 8192: the bound of the fused-rotary test)
+        tile, tol, tol_max = (consumers, block_n, rescale), *((5e-3, 2e-2) if rescale else (2e-3, 2e-3))
         assert float((other.double() - ref).norm() / ref.norm()) < tol, tile
-        assert float((other.float() - exact.float()).abs().max()) <= tol * float(ref.abs().max()), tile
+        assert float((other.float() - exact.float()).abs().max()) <= tol_max * float(ref.abs().max()), tile
 
 
 def test_the_gluon_tile_comes_from_the_environment(monkeypatch):
