@@ -7,14 +7,21 @@ on every wgmma (its one instruction stream has nothing else to do meanwhile): 43
 TFLOP/s on the H100 against 1170-1350 for the per-token GEMM. Here, as in CUTLASS's
 "cooperative" Hopper kernels and DeepSeek's DeepGEMM:
 - one producer warp issues the TMA loads into a ring of STAGES shared-memory stages;
-- CONSUMERS warpgroups (3) share each tile, 64 rows each. While one scales its partial
-  sum, the others' MMAs keep the tensor cores busy: 1009-1112 TFLOP/s on H100s
-  (scripts/gluon_gemm_probe.py --variant grouped --block 192x128x128 --stages 4,
-  2026-11-27; two warpgroups: 861-937; docs/results/h100-2026-11-27-session12).
+- consumer warpgroups share each tile, 64 rows each; while one scales, the others' MMAs
+  keep the tensor cores busy.
+Two ways to scale (TILES lists the tiles):
+- a partial sum per K step, scaled into the fp32 accumulator (DeepGEMM's promotion, exact
+  over K): two register sets per output element, so at most 192 x 128 (3 warpgroups),
+  1006-1118 TFLOP/s on H100s (docs/results/h100-2026-11-27-session12 and -session14), the
+  same to the bit as the Triton kernel's (`w8a8_gemm(..., a_group=128, config=...)`);
+- `rescale`: the accumulator itself, in units of the current group's scales, multiplied
+  by sa_k / sa_k+1 between K steps, the sum over K the tensor cores' (as in the per-token
+  GEMM): one register set, so 128 x 256 (2 warpgroups, the default, TILE) or 256 x 128 (4),
+  1084-1125 TFLOP/s at M = 16384, and the decoder 2.6-3.6% faster at batch 128 (session 14).
 
-The result is the same to the bit as the Triton kernel's (`w8a8_gemm(..., a_group=128)`,
-which CPUs and other GPUs keep using). `w8a8_gemm` routes here when `unavailable` says
-nothing stands in the way; QBENCH_GLUON=0 in the environment turns that off.
+`w8a8_gemm` routes here when `unavailable` says nothing stands in the way; CPUs and other
+GPUs keep Triton's kernel, as does QBENCH_GLUON=0 in the environment; QBENCH_GLUON_TILE
+picks another tile (`tile()`).
 
 Gluon has no interpreter: the tests compile this for sm_90 on the CPU
 (tests/test_triton_compile.py), and on a GPU tests/test_triton_kernels.py runs it against
@@ -54,25 +61,22 @@ except (ImportError, AttributeError):  # pragma: no cover - no Gluon (older trit
 
 GROUP = 128  # the K group the kernel scales by: its BLOCK_K
 WG_ROWS = 64  # rows per consumer warpgroup (one wgmma's M)
-BLOCK_N = 128
-CONSUMERS = 3
-STAGES = 4  # 4 x (3 x 8 + 16) KiB of operands + 3 x 16 KiB of output staging: 208 KiB
-RESCALE = False  # the accumulator rescaled between groups (_grouped_consumer), no partial sum
 # (consumers, block_n, rescale) -> the stages that fit in the H100's 227 KiB of shared memory
-# (operands and output staging): 128 x 256 tiles take 3 x (2 x 8 + 32) KiB + 2 x 32 KiB, and
-# 256 x 128 ones 3 x (4 x 8 + 16) KiB + 4 x 16 KiB
-TILES = {(3, 128, False): STAGES, (2, 128, False): 6, (3, 128, True): STAGES, (2, 128, True): 6,
+# (operands and output staging): 192 x 128 tiles take 4 x (3 x 8 + 16) KiB + 3 x 16 KiB,
+# 128 x 256 ones 3 x (2 x 8 + 32) KiB + 2 x 32 KiB, 256 x 128 ones 3 x (4 x 8 + 16) + 4 x 16
+TILES = {(3, 128, False): 4, (2, 128, False): 6, (3, 128, True): 4, (2, 128, True): 6,
          (2, 256, True): 3, (4, 128, True): 3}  # fmt: skip
 # w8a8_gemm's tile, unless QBENCH_GLUON_TILE names another: 128 x 256, rescaled. On two H100s
 # (2026-11-27, docs/results/h100-2026-11-27-session14) the decoder at batch 128 took 2.6% and
 # 3.6% less time with it than with 192 x 128 (a partial sum per K step); 256 x 128 rescaled, 1.7%
 TILE = (2, 256, True)
-TILE_ENV = "QBENCH_GLUON_TILE"  # <rows>x<columns>[r], e.g. 128x256r: the tile w8a8_gemm routes to
+TILE_ENV = "QBENCH_GLUON_TILE"  # <rows>x<columns>[r], e.g. 128x256r
+SA_MODE = 0  # where a K step's row scales come from (_grouped_consumer): 1 and 2 were no faster
 
 
 def tile() -> tuple[int, int, bool]:
     """(consumers, block_n, rescale) of the tile w8a8_gemm's grouped GEMM runs: QBENCH_GLUON_TILE
-    in the environment (192x128, 128x256r, ...: a trailing r rescales), else the default."""
+    in the environment (192x128, 128x256r, ...: a trailing r rescales), else TILE."""
     text = os.environ.get(TILE_ENV, "").strip()
     if not text:
         return TILE
@@ -82,10 +86,6 @@ def tile() -> tuple[int, int, bool]:
         known = ", ".join(f"{c * WG_ROWS}x{n}{'r' if r else ''}" for c, n, r in TILES)
         raise ValueError(f"{TILE_ENV}={text!r}: not a tile of qbench.gluon_gemm (one of {known})")
     return choice
-SA_MODE = 0  # where a K step's row scales come from (_grouped_consumer): 1 and 2 were no faster
-# registers per thread: the producer's warpgroup gives up its own for the consumers'
-# accumulator and partial sum (64 + 64 fp32 each)
-PRODUCER_REGS, CONSUMER_REGS = 24, 160
 
 
 def _sa_layout():
@@ -265,7 +265,7 @@ def _grouped_gemm_kernel(a_desc, b_desc, c_desc, r_desc, sa_desc, sa_ptr, sb_ptr
                          NUM_SMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr, CONSUMERS: gl.constexpr,
                          SA_MODE: gl.constexpr, PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                          RESCALE: gl.constexpr = False):  # fmt: skip
-    # persistent: a producer warp and CONSUMERS (2 or 3) consumer warpgroups sharing each
+    # persistent: a producer warp and CONSUMERS (2, 3 or 4) consumer warpgroups sharing each
     # (CONSUMERS * WG_ROWS) x BLOCK_N tile; empty[s] counts every consumer
     a_bufs = gl.allocate_shared_memory(a_desc.dtype, [STAGES * CONSUMERS] + a_desc.block_type.shape, a_desc.layout)
     b_bufs = gl.allocate_shared_memory(b_desc.dtype, [STAGES] + b_desc.block_type.shape, b_desc.layout)
@@ -335,10 +335,12 @@ def _grouped_gemm_kernel(a_desc, b_desc, c_desc, r_desc, sa_desc, sa_ptr, sb_ptr
 
 def _registers(consumers: int) -> tuple[int, int]:
     # (producer, consumer) registers per thread: 65,536 per SM for (consumers + 1) x 128
-    # threads (the producer warp's warpgroup is padded to 4 warps). 4 consumers only rescale
+    # threads (the producer warp's warpgroup is padded to 4 warps). The producer gives up
+    # its own for the consumers' accumulators: 64 x 128 fp32 (64 registers) with a partial
+    # sum as large, or 64 x 256 rescaled (128). 4 consumers only rescale
     # (64 accumulator registers each): 112 for three, and Triton gives the default partition
     # (the first) 120, where none of them spills in the mainloop (with 120 it got 96, and did)
-    return {2: (40, 232), 3: (PRODUCER_REGS, CONSUMER_REGS), 4: (24, 112)}[consumers]
+    return {2: (40, 232), 3: (24, 160), 4: (24, 112)}[consumers]
 
 
 def unavailable(a: torch.Tensor, w: torch.Tensor, group: int, residual: torch.Tensor | None = None) -> str | None:
@@ -381,6 +383,8 @@ def grouped_gemm(
         raise ValueError(f"grouped_gemm: {why or ''} a {tuple(a.shape)}, a_scale {tuple(a_scale.shape)} (wants "
                          f"{(k // GROUP, m)}), (consumers, block_n, rescale) {shape} (one of {list(TILES)})")  # fmt: skip
     stages = stages or TILES[shape]
+    if rescale:
+        sa_mode = 0  # the rescaling loop loads each K step's scales itself, one step ahead
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     c = torch.empty((m, n), device=a.device, dtype=torch.float16)
@@ -412,9 +416,12 @@ def grouped_gemm(
     return c
 
 
-def compile_for_sm90(residual: bool, consumers: int = CONSUMERS, stages: int | None = None, sa_mode: int = SA_MODE,
-                     block_n: int = BLOCK_N, rescale: bool = RESCALE):  # fmt: skip
-    """The kernel compiled for sm_90 without a GPU (tests, and the probe's --compile-only)."""
+def compile_for_sm90(residual: bool, consumers: int | None = None, stages: int | None = None, sa_mode: int = SA_MODE,
+                     block_n: int | None = None, rescale: bool | None = None):  # fmt: skip
+    """The kernel compiled for sm_90 without a GPU (tests, and the probe's --compile-only);
+    the tile's parts not given are TILE's."""
+    consumers, block_n = consumers or TILE[0], block_n or TILE[1]
+    rescale = TILE[2] if rescale is None else rescale
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 

@@ -20,6 +20,7 @@ interpreter, and a wrong barrier phase hangs the kernel: each shape's first laun
 watchdog (--hang-s), and the device scripts kill the process at their limit:
 
     timeout -s KILL 300 python scripts/gluon_gemm_probe.py [--variant pingpong] [--m 16384 131072] [--stages 5] [--block 128x128x128]
+    python scripts/gluon_gemm_probe.py --variant grouped --shapes 3 --block 192x128x128 128x256x128r   # tiles side by side
     RUNS="pingpong grouped:192x128x128:4" bash scripts/device_gluon_bisect.sh   # on the device tool
     python scripts/gluon_gemm_probe.py --compile-only      # no GPU needed
 
@@ -35,7 +36,8 @@ Barrier protocol (ring slot s = i % STAGES of the i-th K step this program loads
 
 Variants (--variant): pingpong; ws1 (one consumer warpgroup, the default partition, and
 the producer warp); simple (no warp specialization, one tile per program); grouped
-(qbench.gluon_gemm, block[0] // 64 consumer warpgroups).
+(qbench.gluon_gemm, block[0] // 64 consumer warpgroups by block[1] columns; a trailing r
+rescales the accumulator between groups; several blocks are timed side by side).
 """
 
 from __future__ import annotations
