@@ -337,9 +337,10 @@ def _registers(consumers: int) -> tuple[int, int]:
     # (producer, consumer) registers per thread: 65,536 per SM for (consumers + 1) x 128
     # threads (the producer warp's warpgroup is padded to 4 warps). The producer gives up
     # its own for the consumers' accumulators: 64 x 128 fp32 (64 registers) with a partial
-    # sum as large, or 64 x 256 rescaled (128). 4 consumers only rescale
-    # (64 accumulator registers each): 112 for three, and Triton gives the default partition
-    # (the first) 120, where none of them spills in the mainloop (with 120 it got 96, and did)
+    # sum as large, or 64 x 256 rescaled (128). 4 consumers only rescale (64 registers of
+    # accumulator each): 112 for the three workers, and Triton gives the default partition
+    # (the first consumer) 120; none spills in the mainloop (with 120 for the workers, the
+    # default partition got 96 and did)
     return {2: (40, 232), 3: (24, 160), 4: (24, 112)}[consumers]
 
 
