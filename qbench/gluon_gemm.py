@@ -239,22 +239,23 @@ def _grouped_consumer(a_bufs, b_bufs, sa_bufs, c_desc, r_desc, c_bufs, ready, em
                 acc = acc * (sa / sa_next)[:, None]
                 sa = sa_next
                 i += 1
-        # the partial sum lives in the mainloop only: its registers are free in the epilogue
-        part = gl.zeros((WG_ROWS, BLOCK_N), gl.float32, layout=layout)
-        if SA_MODE == 1:
-            sa_next = gl.load(sa_ptr + offs_m, mask=row_ok, other=0.0)
-        for k in range(0 if RESCALE else k_tiles):
-            part = _issue(a_bufs, b_bufs, ready, part, i, STAGES, CONSUMERS, WHICH)
-            if SA_MODE == 0:
-                sa = gl.load(sa_ptr + k * M + offs_m, mask=row_ok, other=0.0)  # while the MMA runs
-            elif SA_MODE == 1:
-                sa = sa_next
-                sa_next = gl.load(sa_ptr + (k + 1) * M + offs_m, mask=row_ok & (k + 1 < k_tiles), other=0.0)
-            else:
-                sa = sa_bufs.index((i % STAGES) * CONSUMERS + WHICH).load(gl.SliceLayout(1, layout))
-            part, acc = _retire(part, acc, b_bufs, sa, i, STAGES)
-            mbarrier.arrive(empty.index(i % STAGES))
-            i += 1
+        else:
+            # the partial sum lives in the mainloop only: its registers are free in the epilogue
+            part = gl.zeros((WG_ROWS, BLOCK_N), gl.float32, layout=layout)
+            if SA_MODE == 1:
+                sa_next = gl.load(sa_ptr + offs_m, mask=row_ok, other=0.0)
+            for k in range(k_tiles):
+                part = _issue(a_bufs, b_bufs, ready, part, i, STAGES, CONSUMERS, WHICH)
+                if SA_MODE == 0:
+                    sa = gl.load(sa_ptr + k * M + offs_m, mask=row_ok, other=0.0)  # while the MMA runs
+                elif SA_MODE == 1:
+                    sa = sa_next
+                    sa_next = gl.load(sa_ptr + (k + 1) * M + offs_m, mask=row_ok & (k + 1 < k_tiles), other=0.0)
+                else:
+                    sa = sa_bufs.index((i % STAGES) * CONSUMERS + WHICH).load(gl.SliceLayout(1, layout))
+                part, acc = _retire(part, acc, b_bufs, sa, i, STAGES)
+                mbarrier.arrive(empty.index(i % STAGES))
+                i += 1
         _store(acc, c_desc, c_buf, r_ready, sb_ptr, row0, col0, t, N, HAS_RESIDUAL, WHICH)
         t += 1  # noqa: SIM113 (Gluon has no enumerate)
     tma.store_wait(0)
